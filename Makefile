@@ -1,0 +1,32 @@
+# tinylm: every target creates the virtual environment and installs first.
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+STAMP := .venv/.installed
+
+.PHONY: venv pipeline test book lab clean
+
+venv: $(STAMP)
+
+# torch is pinned here (a CPU wheel); pyproject keeps a range so other installs stay free.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[test,book]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+pipeline: venv
+	.venv/bin/tinylm pipeline --preset default --output-dir runs/default
+
+test: venv
+	$(PY) -m pytest
+
+book: venv
+	.venv/bin/jupyter-book build -W -n --keep-going .
+
+lab: venv
+	.venv/bin/jupyter lab book/
+
+clean:
+	rm -rf _build .pytest_cache runs/book

@@ -1,0 +1,100 @@
+"""Properties of the GPT and its sampler that must always hold."""
+import torch
+
+from tinylm.generate import _next_token_logits, generate_ids
+from tinylm.model import GPT, GPTConfig, KVCache
+
+CFG = GPTConfig(vocab_size=300, block_size=24, n_layer=2, n_head=2, n_embd=32)
+
+
+def make_model(seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(CFG).eval()
+
+
+def test_causality_later_tokens_never_change_earlier_logits():
+    model = make_model()
+    x = torch.randint(0, CFG.vocab_size, (2, 20))
+    base, _ = model(x)
+    for t in (5, 12, 19):
+        y = x.clone()
+        y[:, t:] = torch.randint(0, CFG.vocab_size, (2, 20 - t))
+        changed, _ = model(y)
+        assert torch.allclose(base[:, :t], changed[:, :t], atol=1e-6)
+        assert not torch.allclose(base[:, t], changed[:, t])  # and position t does see its input
+
+
+def test_causality_holds_under_bf16_autocast():
+    model = make_model()
+    x = torch.randint(0, CFG.vocab_size, (1, 16))
+    y = x.clone()
+    y[:, 10:] = (y[:, 10:] + 1) % CFG.vocab_size
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, _ = model(x)
+        b, _ = model(y)
+    assert torch.equal(a[:, :10], b[:, :10])
+
+
+def test_kv_cache_forward_equals_full_forward():
+    model = make_model()
+    x = torch.randint(0, CFG.vocab_size, (3, 18))
+    full, _ = model(x)
+    cache = KVCache(CFG, 3)
+    parts = [model(x[:, a:b], cache=cache)[0] for a, b in ((0, 7), (7, 8), (8, 13), (13, 18))]
+    assert torch.allclose(torch.cat(parts, 1), full, atol=1e-5)
+    assert cache.pos == 18
+
+
+def test_generation_with_cache_equals_without_even_past_the_context():
+    model = make_model(1)
+    for kwargs in ({"temperature": 0.0}, {"temperature": 0.9, "top_k": 20, "top_p": 0.9, "seed": 7}):
+        # 40 new tokens from a 10-token prompt overflow block_size=24: the cache must re-encode
+        with_cache = generate_ids(model, list(range(1, 11)), 40, **kwargs)
+        without = generate_ids(model, list(range(1, 11)), 40, use_cache=False, **kwargs)
+        assert with_cache == without
+        assert len(with_cache) == 40
+
+
+def test_generation_is_seeded_and_stops_at_stop_token():
+    model = make_model(2)
+    a = generate_ids(model, [1, 2, 3], 30, seed=5)
+    assert a == generate_ids(model, [1, 2, 3], 30, seed=5)
+    assert a != generate_ids(model, [1, 2, 3], 30, seed=6)
+    stop = a[3]
+    b = generate_ids(model, [1, 2, 3], 30, seed=5, stop_id=stop)
+    assert b == a[:a.index(stop) + 1]
+
+
+def test_sampling_filters():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
+    none = torch.tensor([], dtype=torch.long)
+    top2 = _next_token_logits(logits, none, 1.0, 2, 1.0, 1.0)
+    assert torch.isinf(top2[0, 2:]).all() and torch.isfinite(top2[0, :2]).all()
+    nucleus = _next_token_logits(logits, none, 1.0, 0, 0.5, 1.0)
+    assert torch.isfinite(nucleus[0, 0]) and torch.isinf(nucleus[0, 2:]).all()
+    penalised = _next_token_logits(logits, torch.tensor([0]), 1.0, 0, 1.0, 2.0)
+    assert penalised[0, 0] == 2.0 and penalised[0, 1] == 3.0
+
+
+def test_init_and_sizes():
+    model = make_model()
+    # tied embeddings: the output head is the input embedding
+    assert model.head.weight.data_ptr() == model.wte.weight.data_ptr()
+    n = sum(p.numel() for p in model.parameters())
+    assert model.num_params() == n
+    d, L = CFG.n_embd, CFG.n_layer
+    assert model.num_params(non_embedding=True) == n - CFG.vocab_size * d - CFG.block_size * d
+    # residual projections start smaller than the other matrices (scaled by 1/sqrt(2L))
+    assert model.blocks[0].attn.proj.weight.std() < 0.75 * model.blocks[0].attn.qkv.weight.std()
+    assert model.flops_per_token() == 3 * model.flops_per_token(training=False)
+    # at init the loss is close to ln(vocab): the model knows nothing yet
+    _, loss = model(torch.randint(0, CFG.vocab_size, (4, 24)), torch.randint(0, CFG.vocab_size, (4, 24)))
+    assert abs(loss.item() - torch.log(torch.tensor(300.0)).item()) < 0.3
+
+
+def test_weight_decay_only_on_matrices():
+    model = make_model()
+    opt = model.configure_optimizer(1e-3, 0.1, (0.9, 0.95))
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decayed["params"])
+    assert plain["weight_decay"] == 0.0 and all(p.dim() < 2 for p in plain["params"])

@@ -1,0 +1,116 @@
+"""Resource budgets: what does it cost to serve the model, and is that within bounds?
+
+Inference is measured in a *fresh* Python process that loads the final checkpoint, so the
+peak resident memory is what a deployment would see (the training process has long since
+grown its heap). A request is ``prompt_tokens`` random prompt tokens followed by
+``new_tokens`` sampled tokens at batch 1, with the KV cache, in fp32 (autocast only slows
+batch-1 decoding on a CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tinylm.errors import ValidationError
+
+
+def measure_inference(checkpoint: Path, prompt_tokens: int = 16, new_tokens: int = 64,
+                      requests: int = 30, warmup: int = 3, threads: int = 0) -> dict:
+    """Run the measurement in a fresh process; return latency percentiles (ms) and peak RSS (MB)."""
+    cmd = [sys.executable, "-m", "tinylm.budget", str(checkpoint), "--prompt-tokens", str(prompt_tokens),
+           "--new-tokens", str(new_tokens), "--requests", str(requests), "--warmup", str(warmup),
+           "--threads", str(threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise ValidationError(f"the inference measurement failed: {out.stderr.strip()[-500:]}",
+                              "check that the checkpoint loads: tinylm generate --output-dir RUN.")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by linear interpolation, like numpy's default."""
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def check_budgets(measured: dict, rss_mb: float, p95_ms: float) -> dict:
+    """Compare a measurement with the budgets; ``passed`` is False if any budget is exceeded."""
+    checks = [
+        {"name": "peak RSS", "value": measured["peak_rss_mb"], "limit": rss_mb, "unit": "MB",
+         "passed": measured["peak_rss_mb"] <= rss_mb,
+         "remedy": "use a smaller vocab_size or n_embd, or fewer layers"},
+        {"name": "p95 latency", "value": measured["p95_ms"], "limit": p95_ms, "unit": "ms",
+         "passed": measured["p95_ms"] <= p95_ms,
+         "remedy": "use fewer layers or a smaller n_embd, or generate fewer tokens per request"},
+    ]
+    return {"measured": measured, "checks": checks, "passed": all(c["passed"] for c in checks)}
+
+
+def raise_if_failed(report: dict) -> None:
+    failed = [c for c in report["checks"] if not c["passed"]]
+    if failed:
+        what = "; ".join(f"{c['name']} {c['value']:.1f} {c['unit']} > {c['limit']:.0f}" for c in failed)
+        raise ValidationError(f"budget exceeded: {what}", "; ".join(c["remedy"] for c in failed) + ".")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, MB.
+
+    Linux's ``VmHWM`` belongs to the address space made at exec; ``ru_maxrss`` would also
+    count the parent's peak, inherited across fork, and overstate a fresh process.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _child(argv: list[str]) -> None:
+    """The fresh process: load, warm up, time requests, print one JSON line."""
+    p = argparse.ArgumentParser()
+    p.add_argument("checkpoint")
+    for flag in ("--prompt-tokens", "--new-tokens", "--requests", "--warmup", "--threads"):
+        p.add_argument(flag, type=int)
+    a = p.parse_args(argv)
+    import torch
+
+    from tinylm.generate import generate_ids
+    from tinylm.train import load_model, set_threads
+
+    threads = set_threads(a.threads)
+    t0 = time.perf_counter()
+    model, _ = load_model(Path(a.checkpoint))
+    load_s = time.perf_counter() - t0
+    gen = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+    times = []
+    for i in range(a.warmup + a.requests):
+        prompt = torch.randint(3, vocab, (a.prompt_tokens,), generator=gen).tolist()
+        t = time.perf_counter()
+        generate_ids(model, prompt, a.new_tokens, seed=i)
+        if i >= a.warmup:
+            times.append((time.perf_counter() - t) * 1000)
+    print(json.dumps({
+        "request": {"batch": 1, "prompt_tokens": a.prompt_tokens, "new_tokens": a.new_tokens},
+        "requests": a.requests, "threads": threads, "load_seconds": round(load_s, 3),
+        "p50_ms": percentile(times, 50), "p95_ms": percentile(times, 95), "p99_ms": percentile(times, 99),
+        "ms_per_token": percentile(times, 50) / a.new_tokens, "peak_rss_mb": peak_rss_mb(),
+        "pid": os.getpid(),
+    }))
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1:])

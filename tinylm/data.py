@@ -1,0 +1,109 @@
+"""Token arrays on disk and the order in which training visits them.
+
+The token stream of a split (``tokens/train.bin``, uint16) is cut into fixed windows of
+``block_size + 1`` tokens that overlap by one token: window ``i`` starts at ``i *
+block_size``, its first ``block_size`` tokens are the input and its last ``block_size`` are
+the targets (the input shifted by one). An epoch visits every window exactly once, in an
+order drawn from ``(seed, epoch)`` alone, so the position inside an epoch is two integers
+and resuming mid-epoch replays exactly the batches an uninterrupted run would have seen.
+
+>>> ds = TokenDataset(np.arange(11, dtype=np.uint16), block_size=4)
+>>> len(ds), ds.window(1)[0].tolist(), ds.window(1)[1].tolist()
+(2, [4, 5, 6, 7], [5, 6, 7, 8])
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class TokenDataset:
+    """Fixed windows over one split's token array (a numpy memmap or array)."""
+
+    def __init__(self, tokens: np.ndarray, block_size: int) -> None:
+        self.tokens = tokens
+        self.block_size = block_size
+        self.n_windows = max(0, (len(tokens) - 1) // block_size)
+
+    @classmethod
+    def from_file(cls, path: Path, block_size: int, in_memory: bool = True) -> "TokenDataset":
+        """Open ``train.bin``/``val.bin``. ``in_memory=False`` keeps it a memmap (low memory)."""
+        tokens = np.memmap(path, dtype=np.uint16, mode="r")
+        return cls(np.array(tokens) if in_memory else tokens, block_size)
+
+    def __len__(self) -> int:
+        return self.n_windows
+
+    def window(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.batch(np.array([i]))
+        return x[0], y[0]
+
+    def batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets, both int64 tensors of shape (len(indices), block_size)."""
+        starts = np.asarray(indices, dtype=np.int64) * self.block_size
+        rows = self.tokens[starts[:, None] + np.arange(self.block_size + 1)]
+        rows = torch.from_numpy(rows.astype(np.int64))
+        return rows[:, :-1], rows[:, 1:]
+
+    def target_positions(self, indices: np.ndarray) -> np.ndarray:
+        """Stream position of every target token of the given windows (for per-language loss)."""
+        starts = np.asarray(indices, dtype=np.int64) * self.block_size
+        return starts[:, None] + 1 + np.arange(self.block_size)
+
+
+class EpochSampler:
+    """Batches of window indices: a seeded permutation per epoch, resumable mid-epoch.
+
+    ``state_dict()`` is ``{"epoch", "batch"}``: the epoch in progress and how many of its
+    batches have been consumed. The permutation is recomputed from ``(seed, epoch)``.
+    """
+
+    def __init__(self, n_windows: int, batch_size: int, seed: int) -> None:
+        if n_windows < 1:
+            raise ValueError("no complete training window")
+        self.n_windows = n_windows
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+        self.batch = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return -(-self.n_windows // self.batch_size)  # the last batch may be smaller
+
+    def order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+
+    def epoch_batches(self):
+        """Yield the remaining batches of the current epoch, advancing the position."""
+        order = self.order(self.epoch)
+        while self.batch < self.batches_per_epoch:
+            i = self.batch * self.batch_size
+            self.batch += 1
+            yield order[i:i + self.batch_size]
+
+    def next_epoch(self) -> None:
+        self.epoch += 1
+        self.batch = 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+
+
+def load_meta(tokens_dir: Path) -> dict:
+    """The tokenizer stage's ``meta.json``: counts, tokens per byte, language spans."""
+    return json.loads((Path(tokens_dir) / "meta.json").read_text())
+
+
+def language_of_positions(spans: list, positions: np.ndarray, languages: list[str]) -> np.ndarray:
+    """Index into ``languages`` of the document each stream position belongs to."""
+    out = np.zeros(positions.shape, dtype=np.int64)
+    for start, end, lang in spans:
+        out[(positions >= start) & (positions < end)] = languages.index(lang)
+    return out

@@ -1,0 +1,164 @@
+"""How good is the model? Loss, perplexity and bits per byte per language; sample quality.
+
+Loss in nats per token depends on the tokenizer (a bigger vocabulary makes fewer, harder
+tokens), so we also report bits per byte: the loss spread over the UTF-8 bytes the tokens
+stand for, comparable across vocabularies and languages. Samples are judged by the share of
+repeated 4-grams (loops), distinct-2 (variety) and which language their words belong to.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from tinylm.data import TokenDataset, language_of_positions
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """bf16 autocast on the device, or nothing for fp32."""
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset: TokenDataset, spans: list, languages: list[str],
+             tokens_per_byte: dict[str, float], batch_size: int = 32,
+             device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32) -> dict:
+    """Mean loss over every window of ``dataset``, overall and per language.
+
+    Returns ``{"loss", "perplexity", "bpb", "by_lang": {lang: {"loss", "perplexity", "bpb",
+    "tokens"}}}``. ``spans`` (from the token stage's meta.json) map stream positions to
+    languages; ``tokens_per_byte`` converts nats per token into bits per byte.
+    """
+    was_training = model.training
+    model.eval()
+    sums = np.zeros(len(languages))
+    counts = np.zeros(len(languages))
+    for start in range(0, len(dataset), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(dataset)))
+        x, y = dataset.batch(idx)
+        with autocast(device, dtype):
+            _, loss = model(x.to(device), y.to(device), reduction="none")
+        lang = language_of_positions(spans, dataset.target_positions(idx), languages).reshape(-1)
+        losses = loss.float().cpu().numpy()
+        sums += np.bincount(lang, weights=losses, minlength=len(languages))
+        counts += np.bincount(lang, minlength=len(languages))
+    model.train(was_training)
+    by_lang = {}
+    for i, lang in enumerate(languages):
+        if counts[i]:
+            mean = sums[i] / counts[i]
+            by_lang[lang] = _figures(mean, tokens_per_byte.get(lang, math.nan)) | {"tokens": int(counts[i])}
+    total = sums.sum() / max(counts.sum(), 1)
+    overall_tpb = sum(tokens_per_byte.get(l, 0) * counts[i] for i, l in enumerate(languages)) / max(counts.sum(), 1)
+    return _figures(total, overall_tpb) | {"by_lang": by_lang}
+
+
+def _figures(loss: float, tokens_per_byte: float) -> dict:
+    return {"loss": float(loss), "perplexity": float(math.exp(min(loss, 50))),
+            "bpb": float(loss * tokens_per_byte / math.log(2))}
+
+
+# ----------------------------------------------------------------- sample quality
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+#: The most frequent short words of each language: enough to tell them apart in a sample.
+STOPWORDS = {
+    "en": set("the and of to that in he shall unto for i his a they be is him not them it with all thou".split()),
+    "es": set("de y que el la los en a por las su se no con al del le lo para sus mas como".split()),
+    "fr": set("de et la le les à il des que en l ne ils qui pour sur d est un une".split()),
+    "de": set("und der die das zu er den ich sie nicht von dem mit ist des sich ein auf".split()),
+    "it": set("e di il che la a le non per i del da in un si gli con lo suo".split()),
+}
+
+
+def sample_quality(text: str) -> dict:
+    """Repetition and diversity of a generated text, computed on its words.
+
+    ``repeated_4grams``: share of word 4-grams that already appeared earlier in the text
+    (0 = no loops, near 1 = one phrase over and over). ``distinct_2``: distinct word
+    bigrams / all bigrams (higher = more varied).
+
+    >>> sample_quality("a b c d a b c d a b c d")["repeated_4grams"]
+    0.6666666666666666
+    """
+    words = _WORD.findall(text.lower())
+    grams4 = list(zip(*(words[i:] for i in range(4))))
+    grams2 = list(zip(words, words[1:]))
+    repeated = len(grams4) - len(set(grams4))
+    return {
+        "words": len(words),
+        "repeated_4grams": repeated / len(grams4) if grams4 else 0.0,
+        "distinct_2": len(set(grams2)) / len(grams2) if grams2 else 0.0,
+    }
+
+
+def detect_language(text: str, languages: list[str] | None = None) -> str | None:
+    """The language whose common words are most frequent in ``text`` (None if no evidence)."""
+    words = Counter(_WORD.findall(text.lower()))
+    scores = {lang: sum(words[w] for w in STOPWORDS[lang])
+              for lang in (languages or list(STOPWORDS)) if lang in STOPWORDS}
+    if not scores or max(scores.values()) == 0:
+        return None
+    return max(scores, key=scores.get)
+
+
+#: Prompts that start samples, per language (the language tag is added by ``generate``).
+PROMPTS = {"en": ["And the", "In the beginning", "The Lord"],
+           "es": ["Y el", "En el principio", "El Señor"],
+           "fr": ["Et le", "Au commencement", "Le Seigneur"],
+           "de": ["Und der", "Im Anfang", "Der Herr"],
+           "it": ["E il", "Nel principio", "Il Signore"]}
+
+
+def sample_report(model, tokenizer, cfg, per_language: int = 3) -> dict:
+    """Samples in every language of ``cfg`` with their quality figures and pass/fail.
+
+    A sample passes when its share of repeated 4-grams is at most
+    ``cfg.max_repeated_4grams`` and its words are detected as the requested language.
+    """
+    from tinylm.generate import generate
+
+    samples = []
+    for lang in cfg.languages:
+        prompts = PROMPTS.get(lang, [""])
+        for i in range(per_language):
+            prompt = prompts[i % len(prompts)]
+            text = generate(model, tokenizer, prompt, lang, cfg.sample_new_tokens,
+                            temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                            repetition_penalty=cfg.repetition_penalty, seed=cfg.seed + i)
+            quality = sample_quality(prompt + text)
+            detected = detect_language(prompt + text, cfg.languages)
+            samples.append({"lang": lang, "prompt": prompt, "text": text, **quality,
+                            "detected_lang": detected,
+                            "passed": quality["repeated_4grams"] <= cfg.max_repeated_4grams
+                            and detected == lang})
+    return {"settings": {k: getattr(cfg, k) for k in ("sample_new_tokens", "temperature", "top_k",
+                                                       "top_p", "repetition_penalty", "seed")},
+            "max_repeated_4grams": cfg.max_repeated_4grams,
+            "samples": samples, "passed": all(s["passed"] for s in samples)}
+
+
+def training_checks(metrics: dict, max_val_loss: float = 5.0, max_gap: float = 0.5) -> dict:
+    """The acceptance checks of a finished run, from its ``training_metrics.json``.
+
+    Final validation loss below ``max_val_loss``; validation minus training loss below
+    ``max_gap`` (no overfitting); mean training loss lower at every epoch than before.
+    """
+    h = metrics["history"]
+    train = [e["train_loss"] for e in h]
+    final = h[-1]
+    checks = [
+        {"name": "final validation loss", "value": final["val_loss"], "limit": max_val_loss,
+         "passed": final["val_loss"] < max_val_loss},
+        {"name": "validation - training loss", "value": final["val_loss"] - final["train_loss"],
+         "limit": max_gap, "passed": final["val_loss"] - final["train_loss"] < max_gap},
+        {"name": "training loss falls every epoch", "value": sum(b < a for a, b in zip(train, train[1:])),
+         "limit": len(train) - 1, "passed": all(b < a for a, b in zip(train, train[1:]))},
+    ]
+    return {"checks": checks, "passed": all(c["passed"] for c in checks)}

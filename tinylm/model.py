@@ -1,0 +1,192 @@
+"""The GPT: a decoder-only transformer small enough to train on a laptop CPU.
+
+Pre-norm blocks (LayerNorm -> causal self-attention -> residual, LayerNorm -> MLP ->
+residual), learned absolute positions, input and output embeddings tied, GPT-2 style init
+with the residual projections scaled by 1/sqrt(2 * n_layer) so that the residual stream's
+variance does not grow with depth. Attention always runs in fp32, even under bf16 autocast:
+on CPUs the bf16 attention backward is several times slower, and the softmax is the part
+that wants the precision.
+
+>>> model = GPT(GPTConfig(vocab_size=512, block_size=32, n_layer=2, n_head=2, n_embd=32))
+>>> logits, loss = model(torch.zeros(1, 8, dtype=torch.long))
+>>> tuple(logits.shape)
+(1, 8, 512)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 4096
+    block_size: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, preallocated.
+
+    Generation feeds one new token per step; attention then needs the keys and values of
+    all earlier tokens, which the cache keeps instead of recomputing them every step.
+    """
+
+    def __init__(self, config: GPTConfig, batch_size: int, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        hd = config.n_embd // config.n_head
+        shape = (batch_size, config.n_head, config.block_size, hd)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.pos = 0  # number of positions filled
+
+    def reset(self) -> None:
+        self.pos = 0
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.proj.residual = True  # marks the init scaling below
+        self.dropout = config.dropout
+        self.resid_drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            q, k, v = q.float(), k.float(), v.float()
+            mask, causal = None, True
+            if cache is not None:
+                start = cache.pos
+                cache.k[layer][:, :, start:start + T] = k
+                cache.v[layer][:, :, start:start + T] = v
+                k, v = cache.k[layer][:, :, :start + T], cache.v[layer][:, :, :start + T]
+                if start > 0:  # new queries see every cached key and the causal part of their own
+                    causal = False
+                    if T > 1:
+                        mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=causal,
+                dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, C).to(x.dtype)
+        return self.resid_drop(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.proj.residual = True
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache, layer)
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.head.weight = self.wte.weight  # tied: one matrix maps ids to vectors and back
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            std = 0.02 / math.sqrt(2 * self.config.n_layer) if getattr(module, "residual", False) else 0.02
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                cache: KVCache | None = None, reduction: str = "mean",
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for every position, and the cross-entropy loss when targets are given.
+
+        With a ``cache``, ``idx`` holds only the new tokens; their positions continue from
+        ``cache.pos``. ``reduction="none"`` returns one loss per target token (for
+        per-language evaluation).
+        """
+        B, T = idx.shape
+        start = cache.pos if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens exceeds block_size "
+                             f"{self.config.block_size}")
+        pos = torch.arange(start, start + T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.pos += T
+        x = self.ln_f(x)
+        if targets is None:
+            return self.head(x), None
+        logits = self.head(x)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
+                               reduction=reduction)
+        return logits, loss
+
+    # ------------------------------------------------------------------ sizes
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters, counting the tied embedding once; optionally without embeddings."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wte.weight.numel() + self.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, training: bool = True) -> float:
+        """Matmul FLOPs per token: 2 per weight forward (x3 with backward) plus attention.
+
+        Follows the PaLM appendix: 6N + 12 * L * T * d for a training step at full context.
+        """
+        c = self.config
+        n = self.num_params() - self.wpe.weight.numel()
+        attn = 2 * c.n_layer * c.block_size * c.n_embd  # QK^T and AV, forward, per token
+        forward = 2 * n + attn
+        return 3 * forward if training else forward
+
+    def configure_optimizer(self, learning_rate: float, weight_decay: float,
+                            betas: tuple[float, float]) -> torch.optim.AdamW:
+        """AdamW with weight decay on matrices only: biases and norms are not shrunk."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, foreach=True)

@@ -1,0 +1,241 @@
+"""The stages of a run, each reading and writing files in one run directory.
+
+``Run(run_dir, cfg)`` knows the layout of DESIGN.md and builds each artifact on demand:
+``run.corpus()``, ``run.tokenizer()``, ``run.tokens()``, ``run.train()``, ``run.samples()``,
+``run.budgets()``. Asking for a later stage builds the earlier ones first, so a chapter
+opened alone in Jupyter gets what it needs. Each stage writes a ``fingerprint.json`` of the
+settings and inputs that made it; when they are unchanged the stage is skipped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tinylm.checkpoint import RunLock, sha256_file, write_json
+from tinylm.config import Config
+from tinylm.errors import PrerequisiteError, TinyLMError, TrainingError
+
+CORPUS_KEYS = ("languages", "bytes_per_language", "val_fraction", "corpus_path", "corpus_language",
+               "corpus_url", "corpus_sha256", "seed")
+#: Settings that do not change what training produces (sampling, budgets, speed knobs).
+NOT_TRAINING = ("name", "checkpoint_every", "threads", "compile", "device", "sample_new_tokens",
+                "temperature", "top_k", "top_p", "repetition_penalty", "max_repeated_4grams",
+                "budget_rss_mb", "budget_p95_ms", "budget_prompt_tokens", "budget_new_tokens",
+                "max_download_mb")
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _phase(title: str, progress: bool) -> float:
+    if progress:
+        print(f"== {title}", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
+def _done(title: str, t0: float, progress: bool) -> None:
+    if progress:
+        print(f"   {title} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+
+
+class Run:
+    """One run directory and the configuration that fills it.
+
+    ``resume``: True continues from existing checkpoints, False discards them and starts
+    fresh, None (the default) asks on a terminal and refuses without one.
+    """
+
+    def __init__(self, run_dir: Path | str, cfg: Config, *, progress: bool = True,
+                 resume: bool | None = None) -> None:
+        self.dir = Path(run_dir)
+        self.cfg = cfg.validate()
+        self.progress = progress
+        self.resume = resume
+        self.lock = RunLock(self.dir)
+        self._check_writable()
+
+    # ------------------------------------------------------------ layout
+    corpus_dir = property(lambda self: self.dir / "corpus")
+    tokenizer_dir = property(lambda self: self.dir / "tokenizer")
+    tokens_dir = property(lambda self: self.dir / "tokens")
+    checkpoints_dir = property(lambda self: self.dir / "checkpoints")
+    metrics_path = property(lambda self: self.dir / "training_metrics.json")
+    samples_path = property(lambda self: self.dir / "samples.json")
+    budgets_path = property(lambda self: self.dir / "budgets.json")
+
+    def _check_writable(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise PrerequisiteError(f"output directory {self.dir} is not writable ({exc.strerror})",
+                                    "choose another --output-dir or fix its permissions.") from None
+
+    def _require_disk(self, need_bytes: float, what: str) -> None:
+        free = shutil.disk_usage(self.dir).free
+        if free < need_bytes:
+            raise PrerequisiteError(
+                f"not enough free disk for {what}: {free / 2**20:.0f} MB free, about "
+                f"{need_bytes / 2**20:.0f} MB needed in {self.dir}",
+                "free some space or choose another --output-dir.")
+
+    # ------------------------------------------------------------ fingerprints
+    def fingerprint(self, stage: str) -> str:
+        """A digest of everything that determines ``stage``'s output."""
+        cfg = self.cfg.to_dict()
+        if stage == "corpus":
+            inputs = {k: cfg[k] for k in CORPUS_KEYS}
+            if self.cfg.corpus_path:
+                inputs["files"] = _files_digest(Path(self.cfg.corpus_path))
+            return _digest(inputs)
+        if stage == "tokenizer":
+            return _digest([self.fingerprint("corpus"), cfg["vocab_size"]])
+        if stage == "tokens":
+            return _digest([self.fingerprint("tokenizer")])
+        if stage == "train":
+            return _digest([self.fingerprint("tokens"),
+                            {k: v for k, v in cfg.items() if k not in NOT_TRAINING}])
+        raise ValueError(stage)
+
+    def _fresh(self, stage: str, folder: Path) -> bool:
+        path = folder / "fingerprint.json"
+        try:
+            return json.loads(path.read_text())["fingerprint"] == self.fingerprint(stage)
+        except (OSError, ValueError, KeyError):
+            return False
+
+    def _stamp(self, stage: str, folder: Path) -> None:
+        write_json(folder / "fingerprint.json", {"stage": stage, "fingerprint": self.fingerprint(stage),
+                                                 "config": self.cfg.to_dict()})
+
+    # ------------------------------------------------------------ stages
+    def corpus(self):
+        """The cleaned train/val text and its statistics (``corpus/``)."""
+        from tinylm.corpus import CorpusStats, build_corpus
+
+        if self._fresh("corpus", self.corpus_dir):
+            return CorpusStats.load(self.corpus_dir / "stats.json")
+        t0 = _phase("corpus", self.progress)
+        self._require_disk(3 * self.cfg.bytes_per_language * len(self.cfg.languages), "the corpus")
+        with self.lock:
+            self.cfg.save(self.dir / "config.json")
+            stats = build_corpus(self.cfg, self.corpus_dir, progress=self.progress)
+            self._stamp("corpus", self.corpus_dir)
+        _done("corpus", t0, self.progress)
+        return stats
+
+    def tokenizer(self):
+        """The byte-level BPE tokenizer trained on the training split (``tokenizer/``)."""
+        from tinylm.tokenizer import load_tokenizer, train_tokenizer
+
+        if self._fresh("tokenizer", self.tokenizer_dir):
+            return load_tokenizer(self.tokenizer_dir / "tokenizer.json")
+        self.corpus()
+        t0 = _phase("tokenizer", self.progress)
+        with self.lock:
+            tok = train_tokenizer(self.corpus_dir, self.cfg.vocab_size, self.cfg.languages,
+                                  self.tokenizer_dir)
+            self._stamp("tokenizer", self.tokenizer_dir)
+        _done("tokenizer", t0, self.progress)
+        return tok
+
+    def tokens(self) -> dict:
+        """Both splits encoded to uint16 token files, and their ``meta.json``."""
+        from tinylm.data import load_meta
+        from tinylm.tokenizer import encode_corpus
+
+        if self._fresh("tokens", self.tokens_dir):
+            return load_meta(self.tokens_dir)
+        tok = self.tokenizer()
+        t0 = _phase("tokens", self.progress)
+        self._require_disk(2 * self.cfg.bytes_per_language * len(self.cfg.languages), "the token files")
+        with self.lock:
+            meta = encode_corpus(tok, self.corpus_dir, self.tokens_dir)
+            self._stamp("tokens", self.tokens_dir)
+        _done("tokens", t0, self.progress)
+        return meta
+
+    def train(self) -> dict:
+        """Train (or resume, or skip if done) and return ``training_metrics.json``'s content."""
+        from tinylm.train import Trainer
+
+        if self._fresh("train", self.checkpoints_dir) and (self.checkpoints_dir / "final.pt").exists():
+            return json.loads(self.metrics_path.read_text())
+        self.tokens()
+        resume = self._decide_resume()
+        t0 = _phase("training", self.progress)
+        with self.lock:
+            if resume is False and self.checkpoints_dir.exists():
+                shutil.rmtree(self.checkpoints_dir)
+                self.metrics_path.unlink(missing_ok=True)
+            self.cfg.save(self.dir / "config.json")
+            n_params = 12 * self.cfg.n_layer * self.cfg.n_embd ** 2 + self.cfg.vocab_size * self.cfg.n_embd
+            self._require_disk(4 * 3 * 4 * n_params, "the checkpoints")
+            trainer = Trainer(self.cfg, self.tokens_dir, self.dir, resume=bool(resume),
+                              progress=self.progress,
+                              tokenizer_sha256=sha256_file(self.tokenizer_dir / "tokenizer.json"),
+                              resume_hint=f"tinylm train --output-dir {self.dir} --resume "
+                                          f"(with the same settings)")
+            metrics = trainer.fit()
+            self._stamp("train", self.checkpoints_dir)
+        _done("training", t0, self.progress)
+        return metrics
+
+    def _decide_resume(self) -> bool:
+        """Resume, start fresh, or ask: the rule for existing checkpoints."""
+        has = any((self.checkpoints_dir / n).exists() for n in ("last.pt", "best.pt"))
+        if not has:
+            return False
+        if self.resume is not None:
+            return self.resume
+        if sys.stdin is not None and sys.stdin.isatty():
+            answer = input(f"{self.checkpoints_dir} holds checkpoints of an earlier run. "
+                           "[r]esume, start [f]resh, or [q]uit? ").strip().lower()
+            if answer.startswith("r"):
+                return True
+            if answer.startswith("f"):
+                return False
+        raise TinyLMError(f"{self.checkpoints_dir} holds checkpoints of an earlier run",
+                          "pass --resume to continue it, --fresh to discard it, or use "
+                          "another --output-dir.")
+
+    def model(self, which: str = "final"):
+        """The trained model from ``checkpoints/<which>.pt`` (training first if needed)."""
+        from tinylm.train import load_model
+
+        self.train()
+        model, _ = load_model(self.checkpoints_dir / f"{which}.pt")
+        return model
+
+    def samples(self, per_language: int = 3) -> dict:
+        """Generate samples in every language and judge them; writes ``samples.json``."""
+        from tinylm.evaluate import sample_report
+
+        report = sample_report(self.model(), self.tokenizer(), self.cfg, per_language)
+        write_json(self.samples_path, report)
+        return report
+
+    def budgets(self, requests: int = 30) -> dict:
+        """Measure inference in a fresh process and check the budgets; writes ``budgets.json``."""
+        from tinylm.budget import check_budgets, measure_inference
+
+        self.train()
+        measured = measure_inference(self.checkpoints_dir / "final.pt", self.cfg.budget_prompt_tokens,
+                                     self.cfg.budget_new_tokens, requests)
+        report = check_budgets(measured, self.cfg.budget_rss_mb, self.cfg.budget_p95_ms)
+        write_json(self.budgets_path, report)
+        return report
+
+
+def _files_digest(path: Path) -> list:
+    """Name, size and mtime of every corpus file: cheap, and changes when a file does."""
+    files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.exists()]
