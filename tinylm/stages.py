@@ -142,7 +142,7 @@ class Run:
         t0 = _phase("tokenizer", self.progress)
         with self.lock:
             tok = train_tokenizer(self.corpus_dir, self.cfg.vocab_size, self.cfg.languages,
-                                  self.tokenizer_dir)
+                                  self.tokenizer_dir, progress=self.progress)
             self._stamp("tokenizer", self.tokenizer_dir)
         _done("tokenizer", t0, self.progress)
         return tok
@@ -158,7 +158,7 @@ class Run:
         t0 = _phase("tokens", self.progress)
         self._require_disk(2 * self.cfg.bytes_per_language * len(self.cfg.languages), "the token files")
         with self.lock:
-            meta = encode_corpus(tok, self.corpus_dir, self.tokens_dir)
+            meta = encode_corpus(tok, self.corpus_dir, self.tokens_dir, progress=self.progress)
             self._stamp("tokens", self.tokens_dir)
         _done("tokens", t0, self.progress)
         return meta

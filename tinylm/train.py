@@ -273,6 +273,18 @@ class Trainer:
             for s, h in handlers.items():
                 signal.signal(s, h)
 
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One optimizer step on a batch; returns its loss. The learning rate is set by the caller."""
+        x, y = x.to(self.device), y.to(self.device)
+        with autocast(self.device, self.dtype):
+            _, loss = self.forward(x, y)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
     def _train_epoch(self) -> None:
         cfg, model = self.cfg, self.model
         epoch = self.sampler.epoch
@@ -286,15 +298,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             x, y = self.train_data.batch(batch)
-            x, y = x.to(self.device), y.to(self.device)
-            with autocast(self.device, self.dtype):
-                _, loss = self.forward(x, y)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            value = loss.item()
+            value = self.train_step(x, y)
             if not math.isfinite(value):
                 raise TrainingError(f"the training loss became {value} at step {self.step} "
                                     f"(epoch {epoch + 1})",

@@ -1,0 +1,154 @@
+"""Training throughput: the tinylm trainer against a plain PyTorch loop, same model.
+
+Each measurement runs in a fresh subprocess (allocator settings and compile caches are
+per process), alternating tinylm and the reference several times; we print the medians,
+the ratio, and model FLOPs utilisation (MFU) against this machine's own measured fp32 and
+bf16 matmul rates.
+
+    python benchmarks/train_throughput.py                 # default shape, 5 rounds
+    python benchmarks/train_throughput.py --rounds 3 --vocab-size 2048 --json out.json
+
+The reference is what a tutorial would write: fp32, eager, ``torch.optim.AdamW`` with its
+defaults, no allocator tuning. Both see the same random token batches.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+
+def _model_args(a: argparse.Namespace) -> dict:
+    return dict(vocab_size=a.vocab_size, block_size=a.block_size, n_layer=a.n_layer,
+                n_head=a.n_head, n_embd=a.n_embd)
+
+
+def worker(a: argparse.Namespace) -> dict:
+    """One measurement: warm up, then time ``a.steps`` steps; print tokens/s as JSON."""
+    import torch
+
+    from tinylm.model import GPT, GPTConfig
+
+    cfg = GPTConfig(**_model_args(a))
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, cfg.vocab_size, (a.batch_size, cfg.block_size + 1), generator=g)
+               for _ in range(8)]
+    torch.set_num_threads(a.threads)
+    if a.worker == "reference":
+        torch.manual_seed(0)
+        model = GPT(cfg)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+
+        def step(batch):
+            _, loss = model(batch[:, :-1], batch[:, 1:])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad()
+            return loss.item()
+    else:
+        import tempfile
+        from pathlib import Path
+
+        import numpy as np
+
+        from tinylm.config import Config
+        from tinylm.train import Trainer
+
+        tmp = Path(tempfile.mkdtemp())
+        tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, 50_000).astype(np.uint16)
+        for split in ("train", "val"):
+            tokens.tofile(tmp / f"{split}.bin")
+        meta = {"vocab_size": cfg.vocab_size, "spans": {"val": [[0, len(tokens), "en"]]},
+                "splits": {"val": {"en": {"tokens_per_byte": 0.3}}}}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        tc = Config(**_model_args(a), batch_size=a.batch_size, languages=["en"], threads=a.threads,
+                    dtype=a.dtype, compile=a.compile)
+        trainer = Trainer(tc, tmp, tmp / "out", progress=False)
+
+        def step(batch):
+            return trainer.train_step(batch[:, :-1], batch[:, 1:])
+    t0 = time.perf_counter()
+    for i in range(a.warmup):
+        step(batches[i % len(batches)])
+    warm_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(a.steps):
+        step(batches[i % len(batches)])
+    dt = time.perf_counter() - t0
+    flops = GPT(cfg).flops_per_token()
+    return {"worker": a.worker, "tokens_per_s": a.steps * a.batch_size * cfg.block_size / dt,
+            "step_ms": 1000 * dt / a.steps, "warmup_s": warm_s, "flops_per_token": flops}
+
+
+def matmul_rate(dtype_name: str, threads: int, n: int = 1024, reps: int = 20) -> float:
+    """Measured FLOP/s of an n x n matmul in the given dtype on this machine."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--worker", choices=["reference", "tinylm"], help=argparse.SUPPRESS)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--vocab-size", type=int, default=4096)
+    p.add_argument("--block-size", type=int, default=128)
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-embd", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--dtype", default="auto", help="tinylm's dtype (auto, bf16, fp32)")
+    p.add_argument("--compile", action="store_true", help="tinylm with torch.compile")
+    p.add_argument("--json", default=None, help="also write the figures to this file")
+    a = p.parse_args()
+    if a.worker:
+        print(json.dumps(worker(a)))
+        return
+    passthrough = [arg for arg in sys.argv[1:] if not arg.startswith("--json")]
+    if a.json and a.json in passthrough:
+        passthrough.remove(a.json)
+    results: dict[str, list[dict]] = {"reference": [], "tinylm": []}
+    for r in range(a.rounds):
+        for who in ("reference", "tinylm"):
+            out = subprocess.run([sys.executable, __file__, "--worker", who, *passthrough],
+                                 capture_output=True, text=True, check=True)
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            results[who].append(res)
+            print(f"round {r + 1}: {who:9} {res['tokens_per_s']:9.0f} tok/s  "
+                  f"{res['step_ms']:7.1f} ms/step", flush=True)
+    med = {w: statistics.median(x["tokens_per_s"] for x in v) for w, v in results.items()}
+    fp32, bf16 = matmul_rate("fp32", a.threads), matmul_rate("bf16", a.threads)
+    flops = results["tinylm"][0]["flops_per_token"]
+    summary = {
+        "shape": _model_args(a) | {"batch_size": a.batch_size}, "threads": a.threads,
+        "dtype": a.dtype, "compile": a.compile,
+        "median_tokens_per_s": med, "ratio": med["tinylm"] / med["reference"],
+        "matmul_tflops": {"fp32": fp32 / 1e12, "bf16": bf16 / 1e12},
+        "mfu": {"reference_vs_fp32": med["reference"] * flops / fp32,
+                "tinylm_vs_bf16": med["tinylm"] * flops / bf16,
+                "tinylm_vs_fp32": med["tinylm"] * flops / fp32},
+        "tinylm_warmup_s": statistics.median(x["warmup_s"] for x in results["tinylm"]),
+    }
+    print(json.dumps(summary, indent=2))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(summary, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
