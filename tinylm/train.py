@@ -24,8 +24,8 @@ import torch
 from tqdm import tqdm
 
 from tinylm import __version__
-from tinylm.checkpoint import load_checkpoint, save_checkpoint, write_json
-from tinylm.config import RESUMABLE_CHANGES, Config
+from tinylm.checkpoint import RunLock, load_checkpoint, load_resume_state, save_checkpoint, write_json
+from tinylm.config import Config, check_resume
 from tinylm.data import EpochSampler, TokenDataset, load_meta
 from tinylm.errors import ConfigError, CorpusError, Interrupted, TrainingError
 from tinylm.evaluate import autocast, evaluate
@@ -145,6 +145,9 @@ class Trainer:
                                   f"window of block_size+1={cfg.block_size + 1}",
                                   "give a larger corpus or a smaller --block-size.")
         keep_freed_memory()
+        # Adam's second moments drift into subnormal floats, which x86 handles ~100x slower;
+        # flushing them to zero changed no loss figure we could see and made steps 1.5x faster.
+        torch.set_flush_denormal(True)
         self.threads = set_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
@@ -203,32 +206,13 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng_cuda"])
 
     def _resume(self) -> None:
-        last, best = self.ckpt_dir / "last.pt", self.ckpt_dir / "best.pt"
-        if not last.exists() and not best.exists():
-            raise TrainingError(f"--resume given but {self.ckpt_dir} holds no checkpoint",
-                                "run without --resume to start fresh.")
-        try:
-            state = load_checkpoint(last, self.device)
-        except TrainingError as exc:
-            if not best.exists():
-                raise
-            print(f"warning: {exc.message}; resuming from best.pt instead", file=sys.stderr)
-            state = load_checkpoint(best, self.device)
-        old = Config.from_dict(json.loads(state["config"]))
-        changed = {k: (v, getattr(self.cfg, k)) for k, v in old.to_dict().items()
-                   if v != getattr(self.cfg, k)}
-        refused = sorted(k for k in changed if k not in RESUMABLE_CHANGES)
-        if refused:
-            diffs = ", ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused)
-            raise TrainingError(f"cannot resume: settings that change the model or data differ "
-                                f"from the checkpoint ({diffs})",
-                                "resume with the original settings, or start fresh in a new "
-                                "--output-dir.")
+        state, _ = load_resume_state(self.ckpt_dir, self.device)  # last.pt, else best.pt
+        changed = check_resume(Config.from_dict(json.loads(state["config"])), self.cfg)
         if self.tokenizer_sha256 and state.get("tokenizer_sha256") not in ("", self.tokenizer_sha256):
             raise TrainingError("cannot resume: the tokenizer changed since the checkpoint was saved",
                                 "restore the original tokenizer or start fresh.")
         self.load_state_dict(state)
-        self.resumed.append({"at_step": self.step, "changed": {k: list(v) for k, v in changed.items()}})
+        self.resumed.append({"at_step": self.step, "changed": changed})
 
     def _save(self, name: str) -> None:
         save_checkpoint(self.ckpt_dir / name, self.state_dict())
@@ -265,10 +249,11 @@ class Trainer:
         """Train until ``cfg.epochs`` epochs are done; return the final metrics."""
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            while self.sampler.epoch < self.cfg.epochs:
-                self._train_epoch()
-            self._save("final.pt")
-            return self.write_metrics("complete")
+            with RunLock(self.out_dir):  # shared with a Run that holds it already
+                while self.sampler.epoch < self.cfg.epochs:
+                    self._train_epoch()
+                self._save("final.pt")
+                return self.write_metrics("complete")
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)
@@ -293,6 +278,9 @@ class Trainer:
                    desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not self.progress,
                    file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
         tick, tokens, seconds = time.perf_counter(), 0, 0.0
+        # the rate of the epoch's last step, also when a resumed epoch has no step left
+        lr = lr_at(max(self.step - 1, 0), self.total_steps, cfg.learning_rate, cfg.warmup_steps,
+                   cfg.min_lr_ratio)
         for batch in self.sampler.epoch_batches():
             lr = lr_at(self.step, self.total_steps, cfg.learning_rate, cfg.warmup_steps, cfg.min_lr_ratio)
             for group in self.optimizer.param_groups:

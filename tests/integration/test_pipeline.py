@@ -1,0 +1,100 @@
+"""`tinylm pipeline`: the chapters executed headless are the training pipeline."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+TINYLM = [sys.executable, "-m", "tinylm.cli"]
+ARTIFACTS = ["config.json", "corpus/train.txt", "corpus/val.txt", "corpus/stats.json",
+             "tokenizer/tokenizer.json", "tokens/train.bin", "tokens/val.bin", "tokens/meta.json",
+             "checkpoints/last.pt", "checkpoints/best.pt", "checkpoints/final.pt",
+             "training_metrics.json", "samples.json", "budgets.json"]
+
+
+def tinylm(*args, cwd=None, timeout=900):
+    return subprocess.run([*TINYLM, *args], capture_output=True, text=True, cwd=cwd,
+                          stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("pipeline") / "quick"
+    out = tinylm("pipeline", "--preset", "quick", "--output-dir", str(run_dir))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return run_dir, out
+
+
+def test_pipeline_writes_every_artifact_and_executed_chapter(quick_run):
+    run_dir, out = quick_run
+    for name in ARTIFACTS:
+        assert (run_dir / name).is_file(), name
+    notebooks = sorted((run_dir / "notebooks").glob("*.ipynb"))
+    assert [nb.stem[:2] for nb in notebooks] == [f"{i:02d}" for i in range(1, 11)]
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert any(c.outputs for c in code), f"{path.name} has no outputs"
+        errors = [o for c in code for o in c.outputs if o.output_type == "error"]
+        assert not errors, f"{path.name}: {errors[0]['ename']}"
+        injected = [c for c in code if "injected-parameters" in c.metadata.get("tags", [])]
+        assert injected and str(run_dir.resolve()) in injected[0].source
+    metrics = json.loads((run_dir / "training_metrics.json").read_text())
+    assert metrics["status"] == "complete" and metrics["hyperparameters"]["name"] == "quick"
+    assert len(metrics["history"]) == metrics["hyperparameters"]["epochs"]
+    assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
+    # phase headers, and a closing summary with artifacts and the total time
+    assert "== chapter 05_training" in out.stderr
+    assert "pipeline finished in" in out.stdout and "final.pt" in out.stdout
+
+
+def test_unchanged_stages_are_skipped(quick_run):
+    run_dir, _ = quick_run
+    before = {p: (run_dir / p).stat().st_mtime_ns for p in
+              ("corpus/train.txt", "tokenizer/tokenizer.json", "checkpoints/final.pt")}
+    out = tinylm("pipeline", "--preset", "quick", "--output-dir", str(run_dir), "--chapters", "1,2,5")
+    assert out.returncode == 0, out.stderr[-2000:]
+    after = {p: (run_dir / p).stat().st_mtime_ns for p in before}
+    assert after == before
+
+
+def test_existing_checkpoints_without_resume_and_without_terminal_stop(quick_run):
+    run_dir, _ = quick_run
+    final = run_dir / "checkpoints" / "final.pt"
+    stamp = final.stat().st_mtime_ns
+    out = tinylm("pipeline", "--preset", "quick", "--epochs", "4", "--output-dir", str(run_dir),
+                 "--chapters", "5")
+    assert out.returncode == 1
+    assert "--resume" in out.stderr and "--fresh" in out.stderr and "Traceback" not in out.stderr
+    assert final.stat().st_mtime_ns == stamp  # nothing was touched
+
+
+def test_failing_chapter_names_chapter_cell_and_exit_code(tmp_path):
+    out = tinylm("pipeline", "--preset", "quick", "--output-dir", str(tmp_path / "run"),
+                 "--corpus-path", str(tmp_path / "missing.en.txt"), "--languages", "en",
+                 "--chapters", "1")
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "chapter 01_overview failed in cell" in out.stderr
+    assert "CorpusError" in out.stderr and "Traceback" not in out.stderr
+    assert str(tmp_path / "run" / "notebooks" / "01_overview.ipynb") in out.stderr
+
+
+def test_flags_are_validated_before_any_work(tmp_path):
+    for args, code, words in ((["--epochs", "0"], 1, "epochs"), (["--chapters", "11"], 1, "chapter"),
+                              (["--learning-rate", "5"], 1, "learning_rate"),
+                              (["--preset", "nope"], 1, "unknown preset")):
+        out = tinylm("pipeline", "--output-dir", str(tmp_path / "r"), *args)
+        assert out.returncode == code and words in out.stderr, (args, out.stderr)
+        assert not (tmp_path / "r" / "notebooks").exists()
+
+
+def test_help_explains_values_with_examples():
+    out = tinylm("pipeline", "--help")
+    assert out.returncode == 0
+    for flag in ("--preset", "--epochs", "--batch-size", "--learning-rate", "--vocab-size",
+                 "--languages", "--corpus-path", "--output-dir", "--skip-corpus",
+                 "--skip-tokenizer", "--resume", "--chapters", "examples:", "memory"):
+        assert flag in out.stdout, flag
