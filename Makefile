@@ -20,7 +20,7 @@ pipeline: venv
 	.venv/bin/tinylm pipeline --preset default --output-dir runs/default
 
 test: venv
-	$(PY) -m pytest
+	$(PY) -m pytest tests book --nbmake --nbmake-timeout=600
 
 book: venv
 	.venv/bin/jupyter-book build -W -n --keep-going .

@@ -276,7 +276,8 @@ class Trainer:
         model.train()
         bar = tqdm(total=self.sampler.batches_per_epoch, initial=self.sampler.batch,
                    desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not self.progress,
-                   file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+                   file=sys.stderr, dynamic_ncols=True,
+                   mininterval=1.0 if sys.stderr.isatty() else 15.0)  # a log or notebook: fewer lines
         tick, tokens, seconds = time.perf_counter(), 0, 0.0
         # the rate of the epoch's last step, also when a resumed epoch has no step left
         lr = lr_at(max(self.step - 1, 0), self.total_steps, cfg.learning_rate, cfg.warmup_steps,
