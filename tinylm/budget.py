@@ -78,6 +78,30 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
+def saved_activation_bytes(model, x, y, device, dtype) -> int:
+    """Bytes of the tensors autograd keeps from a forward pass for the backward pass.
+
+    These activations, not the weights, are what grows with batch size and context; the
+    weights (and tensors sharing their storage) are not counted.
+    """
+    import torch
+
+    from tinylm.evaluate import autocast
+
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast(device, dtype):
+        model(x.to(device), y.to(device))
+    return sum(kept.values())
+
+
 def _child(argv: list[str]) -> None:
     """The fresh process: load, warm up, time requests, print one JSON line."""
     p = argparse.ArgumentParser()

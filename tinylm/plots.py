@@ -936,29 +936,29 @@ def plot_checkpoint_timeline(history: Sequence[dict], checkpoint_every: int) -> 
 
 
 def plot_atomic_save() -> Figure:
-    """How ``save_checkpoint`` writes a file so that a crash never leaves half of it."""
-    fig, ax = _diagram(13.2, 3.9, scale=0.8)
+    """How ``save_checkpoint`` writes a checkpoint and its checksum so that a crash at any
+    moment leaves a whole checkpoint whose digest is listed, and how it is loaded."""
+    fig, ax = _diagram(13.9, 4.3, scale=0.8)
     steps = [("state dict\nmodel, optimizer,\nstep, sampler, RNG", "train"),
-             ("torch.save\nto bytes in\nmemory", "model"),
-             ("write .last.pt.tmp\nbeside the target,\nfsync", "data"),
-             ("os.replace\ntmp -> last.pt\n(atomic rename)", "data"),
-             ("write last.pt.sha256\n(same way)", "eval")]
-    w, gap = 2.2, 0.45
+             ("torch.save to bytes\nin memory;\nsha256 of them", "model"),
+             ("last.pt.sha256 :=\nnew digest\n+ old digest", "eval"),
+             ("write .last.pt.*.tmp,\nfsync, os.replace\n-> last.pt", "data"),
+             ("last.pt.sha256 :=\nnew digest only", "eval")]
+    w, gap = 2.25, 0.5
     for i, (text, kind) in enumerate(steps):
         x = 0.2 + i * (w + gap)
-        _box(ax, x, 1.9, w, 1.3, text, fill=KIND_COLORS[kind], size=8.5)
+        _box(ax, x, 2.2, w, 1.3, text, fill=KIND_COLORS[kind], size=8.5)
         if i:
-            _arrow(ax, (x - gap, 2.55), (x, 2.55))
-    ax.text(0.2, 1.35, "a kill before os.replace leaves the old last.pt intact (the .tmp is "
-                       "ignored); a kill between the rename and the checksum",
-            fontsize=9, va="center")
-    ax.text(0.2, 0.95, "leaves a mismatch that load_checkpoint reports as corrupt, and "
-                       "resuming falls back to best.pt.",
-            fontsize=9, va="center")
-    ax.text(0.2, 0.4, "load_checkpoint: sha256 matches?  ->  torch.load(weights_only=True)  ->  "
-                      "format version known?  ->  state", fontsize=9, va="center", family=MONO,
+            _arrow(ax, (x - gap, 2.85), (x, 2.85))
+    ax.text(0.2, 3.9, "save_checkpoint(path, state): every file write is atomic (temporary file, "
+                      "fsync, rename)", fontsize=10, fontweight="bold", family=MONO)
+    ax.text(0.2, 1.6, "a kill at any moment leaves last.pt old or new, but whole, and its digest "
+                      "listed in last.pt.sha256;", fontsize=9, va="center")
+    ax.text(0.2, 1.2, "a file that matches no listed digest (cut short, edited, copied badly) is "
+                      "refused, and --resume falls back to best.pt.", fontsize=9, va="center")
+    ax.text(0.2, 0.45, "load_checkpoint: sha256 listed?  ->  torch.load(weights_only=True)  ->  "
+                       "format version known?  ->  state", fontsize=9, va="center", family=MONO,
             color="#555555")
-    ax.text(0.2, 3.55, "save_checkpoint(path, state)", fontsize=10, fontweight="bold", family=MONO)
     return _closed(fig)
 
 

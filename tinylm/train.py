@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -247,7 +247,10 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train until ``cfg.epochs`` epochs are done; return the final metrics."""
-        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # save and stop on SIGINT/SIGTERM, unless our parent chose to ignore them (a
+        # shell's background job ignores SIGINT, so that Ctrl-C stops only the foreground)
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)
+                    if signal.getsignal(s) is not signal.SIG_IGN}
         try:
             with RunLock(self.out_dir):  # shared with a Run that holds it already
                 while self.sampler.epoch < self.cfg.epochs:
@@ -269,6 +272,35 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.item()
+
+    def evaluate(self) -> dict:
+        """Validation loss, perplexity and bits per byte, overall and per language."""
+        return evaluate(self.model, self.val_data, self.meta["spans"]["val"], self.cfg.languages,
+                        {lang: v["tokens_per_byte"] for lang, v in self.meta["splits"]["val"].items()},
+                        batch_size=self.cfg.batch_size, device=self.device, dtype=self.dtype)
+
+    def run_steps(self, steps: int, after_step: Callable[["Trainer"], None] | None = None) -> dict:
+        """Train ``steps`` steps with the schedule squeezed into them: for short experiments
+        (the book's comparisons, sweeps), without evaluation, checkpoints or metrics files.
+
+        Returns ``{"loss": [...], "seconds": [...]}``, one entry per step.
+        """
+        cfg, out = self.cfg, {"loss": [], "seconds": []}
+        while len(out["loss"]) < steps:
+            for batch in self.sampler.epoch_batches():
+                lr = lr_at(self.step, steps, cfg.learning_rate, cfg.warmup_steps, cfg.min_lr_ratio)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                t0 = time.perf_counter()
+                out["loss"].append(self.train_step(*self.train_data.batch(batch)))
+                out["seconds"].append(time.perf_counter() - t0)
+                self.step += 1
+                if after_step is not None:
+                    after_step(self)
+                if len(out["loss"]) == steps:
+                    return out
+            self.sampler.next_epoch()
+        return out
 
     def _train_epoch(self) -> None:
         cfg, model = self.cfg, self.model
@@ -310,9 +342,7 @@ class Trainer:
                 self._save("last.pt")
         bar.close()
         t0 = time.perf_counter()
-        val = evaluate(model, self.val_data, self.meta["spans"]["val"], cfg.languages,
-                       {l: v["tokens_per_byte"] for l, v in self.meta["splits"]["val"].items()},
-                       batch_size=cfg.batch_size, device=self.device, dtype=self.dtype)
+        val = self.evaluate()
         record = {
             "epoch": epoch + 1, "step": self.step,
             "train_loss": self.epoch_loss_sum / max(self.epoch_steps, 1),
