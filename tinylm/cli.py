@@ -40,7 +40,8 @@ class _Parser(argparse.ArgumentParser):
         print(f"error: {message}", file=sys.stderr)
         hint = ""
         if message.startswith("unrecognized arguments:"):
-            known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            known = [o for a in self._actions for o in a.option_strings
+                     if o.startswith("--") and o not in ("--help", "--version")]
             for word in message.split(":", 1)[1].split():
                 close = difflib.get_close_matches(word.split("=")[0], known, n=3)
                 if word.startswith("--") and close:
@@ -112,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     from tinylm.pipeline import add_pipeline_parser
 
     add_pipeline_parser(sub, _run_options, _add_config_flags)
+    p.commands = sub.choices  # name -> subparser, to report unknown flags where they belong
     return p
 
 
@@ -136,7 +138,6 @@ def _load_run(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tinylm.evaluate import training_checks
     from tinylm.stages import Run
 
     cfg = config_from_args(args)
@@ -146,6 +147,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = Run(_run_dir(args, cfg), cfg, progress=not args.quiet, resume=resume)
     with run.lock:  # one holder from the first stage to the last file
         metrics = run.train()
+        from tinylm.evaluate import training_checks  # torch: only once there is work to do
+
         checks = training_checks(metrics)
         if not args.no_eval:
             run.samples()
@@ -218,10 +221,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     tok = load_tokenizer(run.tokenizer_dir / "tokenizer.json")
     n_prompt = 1 + len(tok.encode(args.prompt).ids)  # the language tag comes first
     block = model.config.block_size
-    if n_prompt + cfg.sample_new_tokens > block:
-        print(f"warning: the prompt ({n_prompt} tokens with the language tag) and "
-              f"{cfg.sample_new_tokens} new tokens exceed the model's context of {block} tokens; "
-              f"each token sees only the {block} before it (a sliding window).", file=sys.stderr)
+    if n_prompt >= block:  # the model would never see the start of the prompt, nor its tag
+        raise ConfigError(f"the prompt is {n_prompt} tokens long with its language tag, but this "
+                          f"model reads at most {block} tokens (block_size={block})",
+                          f"shorten the prompt to fewer than {block - 1} tokens (about "
+                          f"{(block - 2) * len(args.prompt) // max(n_prompt - 1, 1)} characters), "
+                          "or train a model with a larger --block-size.")
     for i in range(args.num_samples):
         text = generate(model, tok, args.prompt, args.lang, cfg.sample_new_tokens,
                         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
@@ -294,12 +299,16 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     from tinylm.pipeline import cmd_pipeline
 
     handler = cmd_pipeline if args.command == "pipeline" else COMMANDS[args.command]
     debug = getattr(args, "debug", False)
-    main_thread = threading.current_thread() is threading.main_thread()
+    main_thread = (threading.current_thread() is threading.main_thread()
+                   and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN)
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return handler(args) or 0

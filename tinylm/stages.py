@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import shutil
 import sys
 import time
@@ -17,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.checkpoint import RunLock, sha256_file, write_json
-from tinylm.config import Config
-from tinylm.errors import PrerequisiteError, TinyLMError, TrainingError
+from tinylm.config import RESUMABLE_CHANGES, Config, check_resume, command_flags
+from tinylm.errors import PrerequisiteError, TinyLMError, TokenizerError, TrainingError
 
 CORPUS_KEYS = ("languages", "bytes_per_language", "val_fraction", "corpus_path", "corpus_language",
                "corpus_url", "corpus_sha256", "seed")
+#: The files each stage writes; a stage missing one is not fresh, whatever its fingerprint.
+OUTPUTS = {"corpus": ("train.txt", "val.txt", "stats.json"), "tokenizer": ("tokenizer.json",),
+           "tokens": ("train.bin", "val.bin", "meta.json"), "train": ("final.pt",)}
 #: Settings that do not change what training produces (sampling, budgets, speed knobs).
 NOT_TRAINING = ("name", "checkpoint_every", "threads", "compile", "device", "sample_new_tokens",
                 "temperature", "top_k", "top_p", "repetition_penalty", "max_repeated_4grams",
@@ -70,6 +74,12 @@ class Run:
     budgets_path = property(lambda self: self.dir / "budgets.json")
 
     def _check_writable(self) -> None:
+        blocker = next((p for p in (self.dir, *self.dir.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            where = "is" if blocker == self.dir else f"cannot be created: {blocker} is"
+            raise PrerequisiteError(f"output directory {self.dir} {where} a file, not a folder",
+                                    "choose another --output-dir (a folder, or a path that does "
+                                    "not exist yet).")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             probe = self.dir / ".write-test"
@@ -79,13 +89,14 @@ class Run:
             raise PrerequisiteError(f"output directory {self.dir} is not writable ({exc.strerror})",
                                     "choose another --output-dir or fix its permissions.") from None
 
-    def _require_disk(self, need_bytes: float, what: str) -> None:
-        free = shutil.disk_usage(self.dir).free
+    def _require_disk(self, need_bytes: float, what: str, reclaim: float = 0) -> None:
+        """Refuse to start a stage that would run out of disk (``reclaim``: bytes it deletes)."""
+        free = shutil.disk_usage(self.dir).free + reclaim
         if free < need_bytes:
             raise PrerequisiteError(
-                f"not enough free disk for {what}: {free / 2**20:.0f} MB free, about "
-                f"{need_bytes / 2**20:.0f} MB needed in {self.dir}",
-                "free some space or choose another --output-dir.")
+                f"not enough free disk for {what}: {free / 2**20:.1f} MB free, about "
+                f"{need_bytes / 2**20:.1f} MB needed in {self.dir}",
+                "free some space or choose another --output-dir; nothing was changed.")
 
     # ------------------------------------------------------------ fingerprints
     def fingerprint(self, stage: str) -> str:
@@ -106,6 +117,9 @@ class Run:
         raise ValueError(stage)
 
     def _fresh(self, stage: str, folder: Path) -> bool:
+        """True when ``stage``'s outputs exist and were made from the current inputs."""
+        if not all((folder / name).is_file() for name in OUTPUTS.get(stage, ())):
+            return False
         path = folder / "fingerprint.json"
         try:
             return json.loads(path.read_text())["fingerprint"] == self.fingerprint(stage)
@@ -126,8 +140,8 @@ class Run:
         t0 = _phase("corpus", self.progress)
         self._require_disk(3 * self.cfg.bytes_per_language * len(self.cfg.languages), "the corpus")
         with self.lock:
-            self.cfg.save(self.dir / "config.json")
             stats = build_corpus(self.cfg, self.corpus_dir, progress=self.progress)
+            self.cfg.save(self.dir / "config.json")
             self._stamp("corpus", self.corpus_dir)
         _done("corpus", t0, self.progress)
         return stats
@@ -164,30 +178,71 @@ class Run:
         return meta
 
     def train(self) -> dict:
-        """Train (or resume, or skip if done) and return ``training_metrics.json``'s content."""
+        """Train (or resume, or skip if done) and return ``training_metrics.json``'s content.
+
+        Everything that could refuse (resume decision, changed settings, disk, too little
+        data) is checked before anything is rebuilt or deleted, so a refused run leaves the
+        existing checkpoints, tokenizer and token files as they were.
+        """
         from tinylm.train import Trainer
 
-        if self._fresh("train", self.checkpoints_dir) and (self.checkpoints_dir / "final.pt").exists():
-            return json.loads(self.metrics_path.read_text())
-        self.tokens()
-        resume = self._decide_resume()
-        t0 = _phase("training", self.progress)
         with self.lock:
-            if resume is False and self.checkpoints_dir.exists():
-                shutil.rmtree(self.checkpoints_dir)
-                self.metrics_path.unlink(missing_ok=True)
-            self.cfg.save(self.dir / "config.json")
+            if self._fresh("train", self.checkpoints_dir) and (self.checkpoints_dir / "final.pt").exists():
+                return json.loads(self.metrics_path.read_text())
+            resume = self._decide_resume()
+            if resume:
+                self.check_resume()
+            self.tokenizer()  # its file's checksum goes into every checkpoint
+            self.tokens()
+            t0 = _phase("training", self.progress)
             n_params = 12 * self.cfg.n_layer * self.cfg.n_embd ** 2 + self.cfg.vocab_size * self.cfg.n_embd
-            self._require_disk(4 * 3 * 4 * n_params, "the checkpoints")
+            old = _size(self.checkpoints_dir) if resume is False else 0
+            self._require_disk(4 * 3 * 4 * n_params, "the checkpoints", reclaim=old)
             trainer = Trainer(self.cfg, self.tokens_dir, self.dir, resume=bool(resume),
                               progress=self.progress,
                               tokenizer_sha256=sha256_file(self.tokenizer_dir / "tokenizer.json"),
-                              resume_hint=f"tinylm train --output-dir {self.dir} --resume "
-                                          f"(with the same settings)")
+                              resume_hint=self.resume_command())
+            if resume is False and self.checkpoints_dir.exists():  # --fresh: only now, when
+                shutil.rmtree(self.checkpoints_dir)                # nothing can refuse any more
+                self.metrics_path.unlink(missing_ok=True)
+            self.cfg.save(self.dir / "config.json")
             metrics = trainer.fit()
             self._stamp("train", self.checkpoints_dir)
         _done("training", t0, self.progress)
         return metrics
+
+    def resume_command(self, command: str = "train") -> str:
+        """The exact command line that continues this run with this configuration."""
+        return shlex.join(["tinylm", command, *command_flags(self.cfg), "--output-dir",
+                           str(self.dir), "--resume"])
+
+    def check_resume(self, command: str = "train") -> None:
+        """Refuse, before any stage is rebuilt, to resume with other model or data settings.
+
+        Compares this configuration with the one stored in the checkpoint (naming every
+        setting that may not change), and each earlier stage's stamped fingerprint with the
+        current one (catching corpus files that changed under the same settings).
+        """
+        from tinylm.checkpoint import load_resume_state
+
+        state, _ = load_resume_state(self.checkpoints_dir, quiet=True)
+        old = Config.from_dict(json.loads(state["config"]))
+        kept = old.replace(**{k: getattr(self.cfg, k) for k in RESUMABLE_CHANGES})
+        original = shlex.join(["tinylm", command, *command_flags(kept), "--output-dir",
+                               str(self.dir), "--resume"])
+        check_resume(old, self.cfg, f"resume with the original settings ({original}), or start "
+                                    "fresh with --fresh (or in a new --output-dir).")
+        for stage, folder in (("corpus", self.corpus_dir), ("tokenizer", self.tokenizer_dir),
+                              ("tokens", self.tokens_dir)):
+            stamped = _stamped(folder)
+            if stamped is not None and stamped != self.fingerprint(stage):
+                why = (f"the files under corpus_path={self.cfg.corpus_path} changed"
+                       if stage == "corpus" and self.cfg.corpus_path else
+                       f"the inputs of the {stage} stage changed")
+                raise TrainingError(f"cannot resume: {why} since the checkpoint was made, so the "
+                                    f"{stage} stage would be rebuilt and no longer match it",
+                                    "restore the original corpus files, or start fresh with "
+                                    "--fresh (or in a new --output-dir).")
 
     def _decide_resume(self) -> bool:
         """Resume, start fresh, or ask: the rule for existing checkpoints."""
@@ -209,30 +264,57 @@ class Run:
 
     def model(self, which: str = "final"):
         """The trained model from ``checkpoints/<which>.pt`` (training first if needed)."""
+        self.train()
+        return self.trained_model(which)[0]
+
+    def trained_model(self, which: str = "final"):
+        """``(model, state)`` of ``checkpoints/<which>.pt``, refusing a foreign tokenizer."""
         from tinylm.train import load_model
 
-        self.train()
-        model, _ = load_model(self.checkpoints_dir / f"{which}.pt")
-        return model
+        model, state = load_model(self.checkpoints_dir / f"{which}.pt")
+        tok_file = self.tokenizer_dir / "tokenizer.json"
+        trained_with = state.get("tokenizer_sha256")
+        if trained_with and tok_file.is_file() and sha256_file(tok_file) != trained_with:
+            raise TokenizerError(
+                f"{tok_file} is not the tokenizer that {which}.pt was trained with "
+                f"(sha256 {sha256_file(tok_file)[:12]}..., the checkpoint expects "
+                f"{trained_with[:12]}...)",
+                "restore the run's own tokenizer.json, or retrain: tinylm train --fresh.")
+        return model, state
 
     def samples(self, per_language: int = 3) -> dict:
         """Generate samples in every language and judge them; writes ``samples.json``."""
         from tinylm.evaluate import sample_report
 
-        report = sample_report(self.model(), self.tokenizer(), self.cfg, per_language)
-        write_json(self.samples_path, report)
+        with self.lock:
+            report = sample_report(self.model(), self.tokenizer(), self.cfg, per_language)
+            write_json(self.samples_path, report)
         return report
 
     def budgets(self, requests: int = 30) -> dict:
         """Measure inference in a fresh process and check the budgets; writes ``budgets.json``."""
         from tinylm.budget import check_budgets, measure_inference
 
-        self.train()
-        measured = measure_inference(self.checkpoints_dir / "final.pt", self.cfg.budget_prompt_tokens,
-                                     self.cfg.budget_new_tokens, requests)
-        report = check_budgets(measured, self.cfg.budget_rss_mb, self.cfg.budget_p95_ms)
-        write_json(self.budgets_path, report)
+        with self.lock:
+            self.train()
+            measured = measure_inference(self.checkpoints_dir / "final.pt",
+                                         self.cfg.budget_prompt_tokens,
+                                         self.cfg.budget_new_tokens, requests)
+            report = check_budgets(measured, self.cfg.budget_rss_mb, self.cfg.budget_p95_ms)
+            write_json(self.budgets_path, report)
         return report
+
+
+def _stamped(folder: Path) -> str | None:
+    """The fingerprint a stage stamped on ``folder``, or None if there is none."""
+    try:
+        return json.loads((folder / "fingerprint.json").read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) if folder.exists() else 0
 
 
 def _files_digest(path: Path) -> list:

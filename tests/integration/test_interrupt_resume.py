@@ -1,0 +1,429 @@
+"""Interruption and resume: nothing lost, and a resumed run ends exactly where an
+uninterrupted one does.
+
+The real-signal tests run ``tinylm train`` in a subprocess and send SIGINT, SIGTERM or
+SIGKILL once the run has written a mid-epoch checkpoint; the in-process tests send SIGINT
+to themselves at chosen steps (first, middle, last of an epoch, during evaluation) to hit
+every boundary. All runs use one thread, so "the same machine" also means the same
+reduction order.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinylm import cli, pipeline
+from tinylm import train as train_module
+from tinylm.checkpoint import load_checkpoint, load_resume_state
+from tinylm.config import RANGES, Config, command_flags, load_preset
+from tinylm.data import EpochSampler
+from tinylm.errors import Interrupted, TrainingError
+from tinylm.stages import Run
+
+CLI = [sys.executable, "-m", "tinylm.cli"]
+TINY = dict(bytes_per_language=30_000, vocab_size=512, n_layer=1, n_embd=32, n_head=2,
+            block_size=32, batch_size=4, epochs=2, warmup_steps=20, threads=1, checkpoint_every=7)
+FLAGS = ["--preset", "quick"] + [x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+CFG = load_preset("quick", **TINY)
+
+
+def flags(**changes) -> list[str]:
+    """FLAGS with some values changed."""
+    values = {**TINY, **changes}
+    return ["--preset", "quick"] + [x for k, v in values.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def tinylm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          timeout=timeout)
+
+
+def start(run_dir: Path, log: Path, *args: str) -> subprocess.Popen:
+    """``tinylm train`` in the background; stderr (progress bars) goes to ``log``."""
+    return subprocess.Popen([*CLI, "train", *args, "--output-dir", str(run_dir), "--no-eval"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=open(log, "w"))
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before {path.name} appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.002)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def comparable(metrics: dict) -> dict:
+    """training_metrics.json without what may differ between runs: timings and the resume log."""
+    m = json.loads(json.dumps(metrics))
+    m.pop("timing")
+    m.pop("resumed")
+    for record in m["history"]:
+        record.pop("tokens_per_second")
+    return m
+
+
+def assert_same_training(run: Path, reference: Path) -> None:
+    """Final weights, optimizer state and every figure of training_metrics.json are equal."""
+    a, b = (load_checkpoint(d / "checkpoints" / "final.pt") for d in (run, reference))
+    assert a["step"] == b["step"]
+    assert a["model"].keys() == b["model"].keys()
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    ma, mb = (json.loads((d / "training_metrics.json").read_text()) for d in (run, reference))
+    assert ma["status"] == "complete"
+    assert comparable(ma) == comparable(mb)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """Corpus, tokenizer and token files of the tiny configuration, built once."""
+    run_dir = tmp_path_factory.mktemp("prepared") / "run"
+    Run(run_dir, CFG, progress=False).tokens()
+    return run_dir
+
+
+def copy(prepared: Path, to: Path) -> Path:
+    shutil.copytree(prepared, to)
+    return to
+
+
+@pytest.fixture(scope="module")
+def reference(prepared, tmp_path_factory) -> Path:
+    """An uninterrupted run of the CLI."""
+    run_dir = copy(prepared, tmp_path_factory.mktemp("reference") / "run")
+    out = tinylm("train", *FLAGS, "--output-dir", str(run_dir), "--no-eval", "--quiet")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def steps_per_epoch(reference) -> int:
+    steps = json.loads((reference / "training_metrics.json").read_text())["data"]["steps_per_epoch"]
+    assert steps > 100  # room for an interruption in the middle of an epoch
+    return steps
+
+
+# --------------------------------------------------------------- real signals
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_mid_epoch_saves_and_prints_the_exact_resume_command(prepared, reference,
+                                                                    steps_per_epoch, tmp_path, sig):
+    run = copy(prepared, tmp_path / "run")
+    proc = start(run, tmp_path / "stderr.txt", *FLAGS)
+    wait_for(run / "checkpoints" / "last.pt", proc)  # the step-7 checkpoint: mid-epoch
+    proc.send_signal(sig)
+    assert proc.wait(timeout=120) == 130
+    err = (tmp_path / "stderr.txt").read_text()
+    assert "Traceback" not in err
+    found = re.search(rf"interrupted: {sig.name} received: saved checkpoint at step (\d+) "
+                      rf"\(epoch 1, batch (\d+)\) to (\S+)", err)
+    assert found, err[-2000:]
+    step = int(found[1])
+    assert 0 < step == int(found[2]) < steps_per_epoch  # stopped in the middle of epoch 1
+    assert Path(found[3]) == run / "checkpoints" / "last.pt"
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == step
+    assert json.loads((run / "training_metrics.json").read_text())["status"] == "interrupted"
+    assert not (run / ".lock").exists()  # released on the way out
+    command = re.search(r"what to do: resume with: (.+)", err)[1]
+    argv = shlex.split(command)
+    assert argv[:2] == ["tinylm", "train"] and "--resume" in argv
+    if sig == signal.SIGTERM:
+        return  # SIGINT below carries on with the printed command
+    out = tinylm(*argv[1:], "--no-eval")  # the printed command, samples and budgets aside
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((run / "training_metrics.json").read_text())
+    assert metrics["resumed"] == [{"at_step": step, "changed": {}}]  # the very same settings
+    assert_same_training(run, reference)
+
+
+def test_sigkill_at_any_moment_resumes_from_the_last_checkpoint_exactly(prepared, reference,
+                                                                        steps_per_epoch, tmp_path):
+    run = copy(prepared, tmp_path / "run")
+    proc = start(run, tmp_path / "stderr.txt", *FLAGS)
+    wait_for(run / "checkpoints" / "last.pt", proc)
+    time.sleep(0.1)  # somewhere later: maybe in a step, maybe in the middle of a save
+    proc.kill()
+    proc.wait()
+    lock = run / ".lock"
+    assert lock.read_text().split()[0] == str(proc.pid)  # a stale lock, left by the dead run
+    state, used = load_resume_state(run / "checkpoints", quiet=True)
+    assert used.name == "last.pt" and state["step"] > 0
+    assert state["step"] % 7 == 0 or state["sampler"]["batch"] == 0  # a checkpoint_every save
+    out = tinylm("train", *FLAGS, "--output-dir", str(run), "--resume", "--no-eval", "--quiet")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    assert not lock.exists() and not list(run.rglob(".*.tmp"))  # stale lock and leftovers gone
+    metrics = json.loads((run / "training_metrics.json").read_text())
+    assert metrics["resumed"] == [{"at_step": state["step"], "changed": {}}]
+    assert_same_training(run, reference)
+
+
+def test_a_second_trainer_on_a_run_in_use_is_refused(prepared, tmp_path):
+    run = copy(prepared, tmp_path / "run")
+    long = flags(epochs=40)
+    first = start(run, tmp_path / "first.txt", *long)
+    try:
+        wait_for(run / "checkpoints" / "last.pt", first)
+        before = (run / "config.json").read_bytes()
+        second = tinylm("train", *long, "--output-dir", str(run), "--resume", "--no-eval")
+        assert second.returncode == 1
+        assert f"error: run directory {run} is in use by process {first.pid}" in second.stderr
+        assert "kill -INT" in second.stderr and "Traceback" not in second.stderr
+        assert (run / "config.json").read_bytes() == before
+        assert first.poll() is None  # the first run was not disturbed
+    finally:
+        first.send_signal(signal.SIGINT)
+        assert first.wait(timeout=120) == 130
+
+
+def test_a_second_pipeline_on_a_run_in_use_is_refused(tmp_path, monkeypatch, capsys):
+    book = tmp_path / "book"
+    book.mkdir()
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('run_dir = "runs/book"\nconfig = {}\nresume = True')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("1 + 1")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, book / "01_overview.ipynb")
+    monkeypatch.setattr(pipeline, "BOOK_DIR", book)
+    run = tmp_path / "run"
+    run.mkdir()
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".lock").write_text(f"{owner.pid}\n")
+        rc = cli.main(["pipeline", "--preset", "quick", "--output-dir", str(run), "--chapters", "1",
+                       "--quiet"])
+    finally:
+        owner.kill()
+        owner.wait()
+    err = capsys.readouterr().err
+    assert rc == 1 and f"is in use by process {owner.pid}" in err and "Traceback" not in err
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]  # no chapter ran, nothing written
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_before_training_stops_cleanly(prepared, tmp_path, monkeypatch, capsys, sig):
+    """Outside the training loop a signal stops the command at once, with exit code 130."""
+    import tinylm.tokenizer
+
+    run = copy(prepared, tmp_path / "run")
+    shutil.rmtree(run / "tokenizer")  # so that the tokenizer stage runs again
+    real = tinylm.tokenizer.train_tokenizer
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), sig)
+        time.sleep(5)  # the signal arrives during the stage
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tinylm.tokenizer, "train_tokenizer", interrupted)
+    before = snapshot(run)
+    rc = cli.main(["train", *FLAGS, "--output-dir", str(run), "--no-eval", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 130 and "Traceback" not in err, err
+    assert "interrupted: stopped before training started" in err
+    assert "what to do: run the same command again" in err
+    assert snapshot(run) == before  # no lock, no temporary file, nothing half-written
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # cli.main put it back
+
+
+# --------------------------------------------------- changed settings on resume
+@pytest.mark.parametrize("changes, named", [
+    ({"vocab_size": 1024}, ["vocab_size: 512 in the checkpoint, 1024 now"]),
+    ({"block_size": 64, "n_layer": 2}, ["block_size: 32 in the checkpoint, 64 now",
+                                       "n_layer: 1 in the checkpoint, 2 now"]),
+    ({"bytes_per_language": 40_000}, ["bytes_per_language: 30000 in the checkpoint, 40000 now"]),
+])
+def test_resume_with_other_model_or_data_settings_is_refused_before_anything_changes(
+        reference, tmp_path, changes, named):
+    run = copy(reference, tmp_path / "run")
+    before = snapshot(run)
+    out = tinylm("train", *flags(**changes), "--output-dir", str(run), "--resume", "--no-eval")
+    assert out.returncode == 4, out.stderr[-2000:]
+    assert "error: cannot resume: settings that change the model or the data differ" in out.stderr
+    assert all(n in out.stderr for n in named) and "Traceback" not in out.stderr
+    # the remedy gives the command with the original settings
+    original = re.search(r"resume with the original settings \((.+?)\)", out.stderr)[1]
+    assert "--vocab-size 512" in original and "--block-size 32" in original
+    assert "--fresh" in out.stderr
+    assert snapshot(run) == before  # no corpus, tokenizer, token file or checkpoint rewritten
+
+
+def test_resume_after_the_corpus_files_changed_is_refused(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for lang, word in (("en", "hello"), ("es", "hola")):
+        (src / f"book.{lang}.txt").write_text(
+            "\n\n".join(f"{word} {i} " + "lorem ipsum dolor " * 30 for i in range(40)))
+    cfg = load_preset("quick", **{**TINY, "epochs": 1, "corpus_path": str(src)})
+    run = tmp_path / "run"
+    Run(run, cfg, progress=False).train()
+    before = snapshot(run)
+    (src / "book.en.txt").write_text((src / "book.en.txt").read_text() + "\n\nnew words")
+    with pytest.raises(TrainingError) as err:
+        Run(run, cfg.replace(epochs=2), progress=False, resume=True).train()
+    assert f"the files under corpus_path={src} changed" in err.value.message
+    assert "--fresh" in err.value.remedy and err.value.exit_code == 4
+    assert snapshot(run) == before
+
+
+def test_more_epochs_on_resume_is_allowed_and_recorded(reference, steps_per_epoch, tmp_path):
+    run = copy(reference, tmp_path / "run")
+    out = tinylm("train", *flags(epochs=3), "--output-dir", str(run), "--resume", "--no-eval", "--quiet")
+    assert out.returncode == 0, out.stderr[-2000:]
+    metrics = json.loads((run / "training_metrics.json").read_text())
+    first = json.loads((reference / "training_metrics.json").read_text())
+    assert metrics["resumed"] == [{"at_step": 2 * steps_per_epoch, "changed": {"epochs": [2, 3]}}]
+    assert metrics["hyperparameters"]["epochs"] == 3 and len(metrics["history"]) == 3
+    assert comparable(metrics)["history"][:2] == comparable(first)["history"]
+
+
+def test_resume_with_a_corrupt_last_checkpoint_falls_back_to_best(prepared, reference,
+                                                                  steps_per_epoch, tmp_path,
+                                                                  monkeypatch):
+    run = copy(prepared, tmp_path / "run")
+    _interrupt_at(monkeypatch, steps_per_epoch + 30)
+    with pytest.raises(Interrupted):
+        Run(run, CFG, progress=False).train()
+    monkeypatch.undo()
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:-1000])  # truncated
+    out = tinylm("train", *FLAGS, "--output-dir", str(run), "--resume", "--no-eval", "--quiet")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"warning: checkpoint {last} is corrupt or truncated" in out.stderr
+    assert f"resuming from {run / 'checkpoints' / 'best.pt'} instead (step {steps_per_epoch})" in out.stderr
+    assert_same_training(run, reference)  # replaying from the end of epoch 1 changes nothing
+
+
+def test_resume_with_every_checkpoint_damaged_is_refused(reference, tmp_path):
+    run = copy(reference, tmp_path / "run")
+    for name in ("last.pt", "best.pt", "final.pt"):
+        path = run / "checkpoints" / name
+        path.write_bytes(path.read_bytes()[:-10])
+    out = tinylm("train", *flags(epochs=3), "--output-dir", str(run), "--resume", "--no-eval")
+    assert out.returncode == 4 and "Traceback" not in out.stderr
+    assert "last.pt is corrupt or truncated" in out.stderr and "best.pt is corrupt" in out.stderr
+    assert "what to do: start fresh with --fresh" in out.stderr
+
+
+# ------------------------------------------------ in-process, at chosen steps
+def _interrupt_at(monkeypatch, step: int | None = None, during_eval: bool = False) -> None:
+    """Send ourselves SIGINT while step ``step`` runs (so training stops right after it),
+    or during the first evaluation."""
+    fired = []
+
+    def lr_at(s, *args):
+        if step is not None and s == step - 1 and not fired:
+            fired.append(s)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_lr_at(s, *args)
+
+    def evaluate(*args, **kwargs):
+        if not fired:
+            fired.append("eval")
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_evaluate(*args, **kwargs)
+
+    real_lr_at, real_evaluate = train_module.lr_at, train_module.evaluate
+    if during_eval:
+        monkeypatch.setattr(train_module, "evaluate", evaluate)
+    else:
+        monkeypatch.setattr(train_module, "lr_at", lr_at)
+
+
+@pytest.fixture(scope="module")
+def library_reference(prepared, tmp_path_factory) -> Path:
+    run_dir = copy(prepared, tmp_path_factory.mktemp("library") / "run")
+    Run(run_dir, CFG, progress=False).train()
+    return run_dir
+
+
+@pytest.mark.parametrize("where", ["first step", "mid epoch", "last step of epoch 1",
+                                   "first step of epoch 2", "last step", "evaluation"])
+def test_interrupt_at_any_step_then_resume_is_exact(prepared, library_reference, steps_per_epoch,
+                                                    tmp_path, monkeypatch, where):
+    spe = steps_per_epoch
+    step = {"first step": 1, "mid epoch": spe // 2 + 3, "last step of epoch 1": spe,
+            "first step of epoch 2": spe + 1, "last step": 2 * spe, "evaluation": spe}[where]
+    run = copy(prepared, tmp_path / "run")
+    _interrupt_at(monkeypatch, step, during_eval=where == "evaluation")
+    with pytest.raises(Interrupted) as err:
+        Run(run, CFG, progress=False).train()
+    monkeypatch.undo()
+    assert err.value.exit_code == 130
+    assert f"SIGINT received: saved checkpoint at step {step} " in err.value.message
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == step
+    Run(run, CFG, progress=False, resume=True).train()
+    assert_same_training(run, library_reference)
+
+
+def test_two_runs_with_the_same_seed_are_identical(reference, library_reference):
+    """The CLI run and the library run: two processes, the same seed, the same numbers."""
+    assert_same_training(library_reference, reference)
+
+
+# ------------------------------------------------------------------ properties
+_FIELDS = {k: v for k, v in RANGES.items() if k not in ("vocab_size", "n_embd", "n_head")}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(["quick", "default", "low_memory"]), st.dictionaries(
+    st.sampled_from(sorted(_FIELDS)), st.integers(0, 1000).map(lambda i: i / 1000), max_size=4),
+    st.booleans())  # (not st.floats: training sets flush-to-zero, which hypothesis refuses)
+def test_the_printed_command_rebuilds_the_configuration(preset, shares, compile_):
+    """``command_flags`` (the resume hint) gives back exactly the configuration it was made of."""
+    values = {"compile": compile_, "languages": ["es", "en"]}
+    for key, share in shares.items():
+        lo, hi, _ = RANGES[key]
+        value = lo + share * (min(hi, lo + 10_000) - lo)
+        values[key] = int(value) if isinstance(getattr(Config(), key), int) else value
+    cfg = load_preset(preset, **values)
+    args = cli._parser().parse_args(["train", *command_flags(cfg)])
+    assert cli.config_from_args(args) == cfg
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 60), st.integers(1, 9), st.integers(0, 2**31 - 1), st.data())
+def test_sampler_resumes_anywhere_with_the_same_batches(n_windows, batch_size, seed, data):
+    full = EpochSampler(n_windows, batch_size, seed)
+    batches = []
+    for _ in range(2):
+        batches += [b.tolist() for b in full.epoch_batches()]
+        full.next_epoch()
+    stop = data.draw(st.integers(0, len(batches)), label="stop after")
+    first = EpochSampler(n_windows, batch_size, seed)
+    taken = []
+    while len(taken) < stop:
+        gen = first.epoch_batches()
+        for b in gen:
+            taken.append(b.tolist())
+            if len(taken) == stop:
+                break
+        else:
+            first.next_epoch()
+    second = EpochSampler(n_windows, batch_size, seed)
+    second.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    while second.epoch < 2:
+        taken += [b.tolist() for b in second.epoch_batches()]
+        second.next_epoch()
+    assert taken == batches

@@ -1,0 +1,319 @@
+"""Files that must never be half-written or trusted blindly: atomic writes, checksums, locks."""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinylm import checkpoint
+from tinylm.checkpoint import (RunLock, atomic_write_bytes, digest_path, load_checkpoint,
+                               load_resume_state, remove_temp_files, save_checkpoint)
+from tinylm.errors import CheckpointError, PrerequisiteError
+
+
+def _temps(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob(".*.tmp"))
+
+
+# ----------------------------------------------------------------- atomic writes
+def test_atomic_write_gives_normal_permissions_and_no_leftovers(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a" / "x.bin", b"data")
+    finally:
+        os.umask(old)
+    path = tmp_path / "a" / "x.bin"
+    assert path.read_bytes() == b"data"
+    assert path.stat().st_mode & 0o777 == 0o666 & ~checkpoint._UMASK
+    assert _temps(tmp_path) == []
+
+
+_SLOW_SAVE = textwrap.dedent("""
+    import os, sys, time
+    import torch
+    from tinylm.checkpoint import save_checkpoint
+
+    real_fdopen = os.fdopen
+
+    class Slow:  # writes large payloads in small pieces, so a kill lands mid-write
+        def __init__(self, f): self.f = f
+        def __enter__(self): return self
+        def __exit__(self, *a): return self.f.__exit__(*a)
+        def write(self, data):
+            for i in range(0, len(data), 1 << 14):
+                self.f.write(data[i:i + (1 << 14)])
+                self.f.flush()
+                if len(data) > 100_000:
+                    time.sleep(0.02)
+        def __getattr__(self, name): return getattr(self.f, name)
+
+    os.fdopen = lambda fd, mode="r", *a, **k: Slow(real_fdopen(fd, mode, *a, **k))
+    print("saving", flush=True)
+    save_checkpoint(sys.argv[1], {"step": 2, "w": torch.ones(400_000)})
+    print("saved", flush=True)
+""")
+
+
+def test_sigkill_during_a_checkpoint_save_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"step": 1, "w": torch.zeros(10)})
+    before = path.read_bytes()
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_SAVE, str(path)], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(t.name.startswith(".last.pt.") and t.stat().st_size > 200_000
+                      for t in _temps(tmp_path)):
+            assert child.poll() is None and time.monotonic() < deadline, "the save never started"
+            time.sleep(0.005)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait()
+    assert "saved" not in child.stdout.read()
+    partial = [t for t in _temps(tmp_path) if t.name.startswith(".last.pt.")]
+    assert len(partial) == 1 and partial[0].stat().st_size < 1_600_000  # cut off mid-write
+    assert path.read_bytes() == before  # the real file is the previous one, whole
+    state = load_checkpoint(path)
+    assert state["step"] == 1 and torch.equal(state["w"], torch.zeros(10))
+    # the next run that takes over the dead run's lock sweeps its leftovers away
+    (tmp_path / ".lock").write_text(f"{child.pid}\n")
+    with RunLock(tmp_path):
+        assert _temps(tmp_path) == []
+    assert load_checkpoint(path)["step"] == 1
+
+
+class _Crash(BaseException):
+    """A kill at a chosen write of save_checkpoint."""
+
+
+@pytest.mark.parametrize("crash_at", [0, 1, 2, None])
+def test_a_crash_between_the_checkpoint_and_its_checksum_leaves_a_loadable_one(tmp_path, monkeypatch,
+                                                                               crash_at):
+    """save_checkpoint makes three atomic writes (checksums, checkpoint, checksum); a kill
+    before any of them must leave the old or the new checkpoint, never a refused one."""
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"step": 1})
+    writes = []
+    real_bytes = checkpoint.atomic_write_bytes
+
+    def counting(p, data):
+        if len(writes) == crash_at:
+            raise _Crash
+        writes.append(Path(p).name)
+        real_bytes(p, data)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", counting)
+    if crash_at is None:
+        save_checkpoint(path, {"step": 2})
+    else:
+        with pytest.raises(_Crash):
+            save_checkpoint(path, {"step": 2})
+    monkeypatch.undo()
+    assert writes == ["last.pt.sha256", "last.pt", "last.pt.sha256"][:crash_at]
+    expected = 1 if crash_at in (0, 1) else 2
+    assert load_checkpoint(path)["step"] == expected
+    if crash_at is None:  # a finished save trusts only the new file
+        assert digest_path(path).read_text().split() == [hashlib.sha256(path.read_bytes()).hexdigest()]
+
+
+# ------------------------------------------------------------------- checksums
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> tuple[bytes, str]:
+    folder = tmp_path_factory.mktemp("ckpt")
+    save_checkpoint(folder / "last.pt", {"step": 3, "w": torch.arange(64, dtype=torch.float32)})
+    return (folder / "last.pt").read_bytes(), digest_path(folder / "last.pt").read_text()
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_truncation_or_changed_byte_is_refused_naming_file_and_fallback(saved, data):
+    good, digest = saved
+    if data.draw(st.booleans(), label="truncate"):
+        bad = good[:data.draw(st.integers(0, len(good) - 1), label="length")]
+    else:
+        i = data.draw(st.integers(0, len(good) - 1), label="offset")
+        flip = data.draw(st.integers(1, 255), label="xor")
+        bad = good[:i] + bytes([good[i] ^ flip]) + good[i + 1:]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "last.pt"
+        path.write_bytes(bad)
+        digest_path(path).write_text(digest)
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(path)
+    assert str(path) in err.value.message and "corrupt or truncated" in err.value.message
+    assert "best.pt" in err.value.remedy and "--fresh" in err.value.remedy
+    assert err.value.exit_code == 4
+
+
+def test_checkpoint_without_checksum_is_not_trusted(tmp_path):
+    save_checkpoint(tmp_path / "best.pt", {"step": 1})
+    digest_path(tmp_path / "best.pt").unlink()
+    with pytest.raises(CheckpointError, match="no checksum file best.pt.sha256") as err:
+        load_checkpoint(tmp_path / "best.pt")
+    assert "last.pt" in err.value.remedy
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the file ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_pickled_objects_are_refused_even_with_a_matching_checksum(tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "final.pt"
+    save_checkpoint(path, {"step": 1, "extra": _Payload(str(marker))})  # checksum written too
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert "pickled Python objects (io.open)" in err.value.message
+    assert "weights_only=True" in err.value.message and err.value.exit_code == 4
+    assert not marker.exists()
+    # the payload is live: an unsafe load would have run it (so the test above can fail)
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_a_torch_file_that_is_not_a_tinylm_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "final.pt"
+    torch.save(torch.ones(3), path)
+    digest_path(path).write_text(hashlib.sha256(path.read_bytes()).hexdigest())
+    with pytest.raises(CheckpointError, match="not a tinylm checkpoint"):
+        load_checkpoint(path)
+
+
+def test_resume_state_falls_back_to_best_with_a_warning(tmp_path, capsys):
+    save_checkpoint(tmp_path / "best.pt", {"step": 5})
+    save_checkpoint(tmp_path / "last.pt", {"step": 9})
+    assert load_resume_state(tmp_path)[0]["step"] == 9
+    (tmp_path / "last.pt").write_bytes((tmp_path / "last.pt").read_bytes()[:100])
+    state, used = load_resume_state(tmp_path)
+    assert state["step"] == 5 and used == tmp_path / "best.pt"
+    err = capsys.readouterr().err
+    assert "warning:" in err and "last.pt is corrupt or truncated" in err and "best.pt" in err
+    (tmp_path / "best.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError) as e:
+        load_resume_state(tmp_path)
+    assert "last.pt" in e.value.message and "best.pt" in e.value.message
+    assert "--fresh" in e.value.remedy
+    for name in ("best.pt", "best.pt.sha256", "last.pt", "last.pt.sha256"):
+        (tmp_path / name).unlink()
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        load_resume_state(tmp_path)
+
+
+# ------------------------------------------------------------------------ locks
+def _sleeper() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def test_lock_is_reentrant_and_shared_inside_one_process(tmp_path):
+    lock = RunLock(tmp_path)
+    with lock:
+        with lock:
+            with RunLock(tmp_path):  # Trainer.fit inside Run.train
+                pass
+            assert (tmp_path / ".lock").exists()
+        assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
+    assert not (tmp_path / ".lock").exists()
+
+
+_HOLD = textwrap.dedent("""
+    import sys
+    from tinylm.checkpoint import RunLock
+    from tinylm.errors import TinyLMError
+    try:
+        with RunLock(sys.argv[1]):
+            print("locked", flush=True)
+            sys.stdin.read()  # hold it until the parent closes our stdin
+    except TinyLMError as exc:
+        print(exc.message, flush=True)
+""")
+
+
+def test_a_second_process_is_refused_while_the_first_holds_the_lock(tmp_path):
+    first = subprocess.Popen([sys.executable, "-c", _HOLD, str(tmp_path)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "locked"
+        second = subprocess.run([sys.executable, "-c", _HOLD, str(tmp_path)], input="",
+                                capture_output=True, text=True, timeout=60)
+        assert f"is in use by process {first.pid}" in second.stdout
+        with pytest.raises(PrerequisiteError) as err:
+            RunLock(tmp_path).acquire()
+        assert f"kill -INT {first.pid}" in err.value.remedy and err.value.exit_code == 1
+    finally:
+        first.stdin.close()
+        first.wait(timeout=60)
+    assert not (tmp_path / ".lock").exists()  # released on exit
+    with RunLock(tmp_path):
+        pass
+
+
+def test_stale_locks_are_cleared(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / ".lock").write_text(f"{dead.pid} 1.0\n")
+    (tmp_path / "checkpoints").mkdir()
+    leftover = tmp_path / "checkpoints" / ".last.pt.abc123.tmp"
+    leftover.write_bytes(b"half a checkpoint")
+    keep = tmp_path / "checkpoints" / "last.pt"
+    keep.write_bytes(b"whole")
+    with RunLock(tmp_path):
+        assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
+    assert not leftover.exists() and keep.read_bytes() == b"whole"
+
+
+def test_a_reused_pid_does_not_keep_a_lock_alive(tmp_path):
+    other = _sleeper()
+    try:
+        started = checkpoint._start_time(other.pid)
+        (tmp_path / ".lock").write_text(f"{other.pid} {started}\n")
+        with pytest.raises(PrerequisiteError, match=f"in use by process {other.pid}"):
+            RunLock(tmp_path).acquire()
+        # same pid, but not the process that took the lock (it started at another time)
+        (tmp_path / ".lock").write_text(f"{other.pid} {started - 3600}\n")
+        with RunLock(tmp_path):
+            assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_garbled_lock_file_is_taken_over(tmp_path):
+    (tmp_path / ".lock").write_text("")
+    with RunLock(tmp_path):
+        assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
+
+
+def test_remove_temp_files_only_touches_temporary_files(tmp_path):
+    (tmp_path / "a").mkdir()
+    names = [".x.json.123.tmp", "a/.tokenizer.json.9.tmp", "x.tmp", "a/.hidden", "a/last.pt"]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    removed = {p.relative_to(tmp_path).as_posix() for p in remove_temp_files(tmp_path)}
+    assert removed == {".x.json.123.tmp", "a/.tokenizer.json.9.tmp"}
+    assert all((tmp_path / n).exists() for n in names if n not in removed)
+
+
+def test_pickle_module_error_type_is_what_torch_raises(tmp_path):
+    """load_checkpoint tells pickled objects apart by this type; keep it honest."""
+    path = tmp_path / "x.pt"
+    torch.save({"x": _Payload(str(tmp_path / "m"))}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
