@@ -23,7 +23,7 @@ import time
 
 def _model_args(a: argparse.Namespace) -> dict:
     return dict(vocab_size=a.vocab_size, block_size=a.block_size, n_layer=a.n_layer,
-                n_head=a.n_head, n_embd=a.n_embd)
+                n_head=a.n_head, n_embd=a.n_embd, dropout=a.dropout)
 
 
 def worker(a: argparse.Namespace) -> dict:
@@ -112,6 +112,7 @@ def main() -> None:
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--dropout", type=float, default=0.2, help="the default preset's dropout")
     p.add_argument("--dtype", default="auto", help="tinylm's dtype (auto, bf16, fp32)")
     p.add_argument("--compile", action="store_true", help="tinylm with torch.compile")
     p.add_argument("--json", default=None, help="also write the figures to this file")

@@ -6,7 +6,9 @@ with the residual projections scaled by 1/sqrt(2 * n_layer) so that the residual
 variance does not grow with depth. The attention softmax always runs in fp32. Under bf16
 autocast the two attention matmuls run in bf16 around it, written out by hand: on CPUs
 PyTorch's fused bf16 attention backward is several times slower than fp32, and the hand
-version was 1.5x faster than fused fp32 (benchmarks/README.md).
+version was 1.5x faster than fused fp32 (benchmarks/README.md). Dropout, when enabled, acts
+on the embeddings and on each residual branch, not on the attention probabilities: on a CPU
+drawing those T x T random masks cost a quarter of every training step.
 
 >>> model = GPT(GPTConfig(vocab_size=512, block_size=32, n_layer=2, n_head=2, n_embd=32))
 >>> logits, loss = model(torch.zeros(1, 8, dtype=torch.long))
@@ -62,8 +64,6 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.proj = nn.Linear(config.n_embd, config.n_embd)
         self.proj.residual = True  # marks the init scaling below
-        self.dropout = config.dropout
-        self.attn_drop = nn.Dropout(config.dropout)
         self.resid_drop = nn.Dropout(config.dropout)
         mask = torch.ones(config.block_size, config.block_size, dtype=torch.bool).tril()
         self.register_buffer("causal", mask, persistent=False)
@@ -75,7 +75,7 @@ class CausalSelfAttention(nn.Module):
         if q.dtype == torch.bfloat16 and cache is None:  # under autocast: bf16 matmuls, fp32 softmax
             att = (q @ k.transpose(-2, -1)).float() * (1.0 / math.sqrt(k.size(-1)))
             att = att.masked_fill(~self.causal[:T, :T], float("-inf")).softmax(dim=-1)
-            y = self.attn_drop(att).to(v.dtype) @ v
+            y = att.to(v.dtype) @ v
             return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
         with torch.autocast(device_type=x.device.type, enabled=False):
             q, k, v = q.float(), k.float(), v.float()
@@ -89,9 +89,7 @@ class CausalSelfAttention(nn.Module):
                     causal = False
                     if T > 1:
                         mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=causal,
-                dropout_p=self.dropout if self.training else 0.0)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         y = y.transpose(1, 2).reshape(B, T, C).to(x.dtype)
         return self.resid_drop(self.proj(y))
 

@@ -1,7 +1,7 @@
 """Properties of the GPT and its sampler that must always hold."""
 import torch
 
-from tinylm.generate import _next_token_logits, generate_ids
+from tinylm.generate import _candidates, generate_ids
 from tinylm.model import GPT, GPTConfig, KVCache
 
 CFG = GPTConfig(vocab_size=300, block_size=24, n_layer=2, n_head=2, n_embd=32)
@@ -68,12 +68,14 @@ def test_generation_is_seeded_and_stops_at_stop_token():
 def test_sampling_filters():
     logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
     none = torch.tensor([], dtype=torch.long)
-    top2 = _next_token_logits(logits, none, 1.0, 2, 1.0, 1.0)
-    assert torch.isinf(top2[0, 2:]).all() and torch.isfinite(top2[0, :2]).all()
-    nucleus = _next_token_logits(logits, none, 1.0, 0, 0.5, 1.0)
-    assert torch.isfinite(nucleus[0, 0]) and torch.isinf(nucleus[0, 2:]).all()
-    penalised = _next_token_logits(logits, torch.tensor([0]), 1.0, 0, 1.0, 2.0)
-    assert penalised[0, 0] == 2.0 and penalised[0, 1] == 3.0
+    values, ids = _candidates(logits, none, 1.0, 2, 1.0, 1.0)  # top-k keeps the two best
+    assert ids.tolist() == [[0, 1]] and values.tolist() == [[4.0, 3.0]]
+    values, ids = _candidates(logits, none, 1.0, 0, 0.5, 1.0)  # top-p: 0.64 of the mass is token 0
+    assert ids[0, 0] == 0 and torch.isfinite(values[0, 0]) and torch.isinf(values[0, 1:]).all()
+    values, ids = _candidates(logits, torch.tensor([0]), 1.0, 0, 1.0, 8.0)  # penalty on token 0
+    assert ids.tolist() == [[1, 2, 3, 0, 4]] and values[0, 3] == 0.5
+    values, _ = _candidates(logits, none, 0.5, 0, 1.0, 1.0)  # temperature sharpens
+    assert values[0, 0] == 8.0
 
 
 def test_init_and_sizes():
