@@ -4,7 +4,7 @@ A request is a 16-token prompt and 64 new tokens at batch 1 (KV cache, fp32, sam
 Prints p50/p95/p99 latency, ms per token and the peak resident memory of the process.
 
     python benchmarks/inference.py runs/default/checkpoints/final.pt
-    python benchmarks/inference.py runs/default/checkpoints/final.pt --threads 1 --requests 100
+    python benchmarks/inference.py runs/default/checkpoints/final.pt --threads 2 --requests 100
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def main() -> None:
     p.add_argument("--prompt-tokens", type=int, default=16)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--requests", type=int, default=100)
-    p.add_argument("--threads", type=int, default=0, help="0 = one per physical core")
+    p.add_argument("--threads", type=int, default=1, help="0 = one per physical core")
     a = p.parse_args()
     r = measure_inference(a.checkpoint, a.prompt_tokens, a.new_tokens, a.requests, threads=a.threads)
     print(json.dumps(r, indent=2))

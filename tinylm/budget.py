@@ -21,8 +21,13 @@ from tinylm.errors import ValidationError
 
 
 def measure_inference(checkpoint: Path, prompt_tokens: int = 16, new_tokens: int = 64,
-                      requests: int = 30, warmup: int = 3, threads: int = 0) -> dict:
-    """Run the measurement in a fresh process; return latency percentiles (ms) and peak RSS (MB)."""
+                      requests: int = 30, warmup: int = 3, threads: int = 1) -> dict:
+    """Run the measurement in a fresh process; return latency percentiles (ms) and peak RSS (MB).
+
+    One thread by default: decoding one token at batch 1 is many tiny operations, and
+    handing each to a second thread cost more than it saved (p95 49 ms with 2 threads
+    against 30 ms with 1 for the default model; benchmarks/README.md). 0 = one per core.
+    """
     cmd = [sys.executable, "-m", "tinylm.budget", str(checkpoint), "--prompt-tokens", str(prompt_tokens),
            "--new-tokens", str(new_tokens), "--requests", str(requests), "--warmup", str(warmup),
            "--threads", str(threads)]
