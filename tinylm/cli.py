@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tinylm import __version__
 from tinylm.config import PRESETS, RANGES, Config, load_preset
-from tinylm.errors import Interrupted, PrerequisiteError, TinyLMError, ValidationError
+from tinylm.errors import Interrupted, PrerequisiteError, TinyLMError
 
 EXAMPLES = """examples:
   tinylm train --preset quick                     # a small model in under a minute
@@ -159,6 +159,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tinylm.budget import raise_if_failed
+    from tinylm.evaluate import raise_if_failed as raise_checks_failed
     from tinylm.evaluate import training_checks
 
     run = _load_run(args)
@@ -168,16 +169,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         samples = run.samples()
         budgets = run.budgets(args.requests)
     _summary(run, checks)
-    if not checks["passed"]:
-        bad = "; ".join(f"{c['name']} = {c['value']:.3f} (limit {c['limit']})"
-                        for c in checks["checks"] if not c["passed"])
-        raise ValidationError(f"training checks failed: {bad}",
-                              "see chapter 8 (troubleshooting): train longer, lower the learning "
-                              "rate, or use a smaller model if it overfits.")
-    if not samples["passed"]:
-        raise ValidationError("some samples repeat themselves or are in the wrong language "
-                              f"(see {run.samples_path})",
-                              "train longer, or raise --repetition-penalty / lower --temperature.")
+    raise_checks_failed(checks, samples, str(run.samples_path))
     raise_if_failed(budgets)
     return 0
 

@@ -162,3 +162,19 @@ def training_checks(metrics: dict, max_val_loss: float = 5.0, max_gap: float = 0
          "limit": len(train) - 1, "passed": all(b < a for a, b in zip(train, train[1:]))},
     ]
     return {"checks": checks, "passed": all(c["passed"] for c in checks)}
+
+
+def raise_if_failed(checks: dict, samples: dict, samples_path: str = "samples.json") -> None:
+    """Stop with ``ValidationError`` (exit 5) when a training check or a sample failed."""
+    from tinylm.errors import ValidationError
+
+    if not checks["passed"]:
+        bad = "; ".join(f"{c['name']} = {c['value']:.3f} (limit {c['limit']})"
+                        for c in checks["checks"] if not c["passed"])
+        raise ValidationError(f"training checks failed: {bad}",
+                              "see chapter 8 (troubleshooting): train longer, lower the learning "
+                              "rate, or add dropout or use a smaller model if it overfits.")
+    if not samples["passed"]:
+        raise ValidationError("some samples repeat themselves or are in the wrong language "
+                              f"(see {samples_path})",
+                              "train longer, or raise --repetition-penalty / lower --temperature.")

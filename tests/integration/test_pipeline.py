@@ -98,3 +98,14 @@ def test_help_explains_values_with_examples():
                  "--languages", "--corpus-path", "--output-dir", "--skip-corpus",
                  "--skip-tokenizer", "--resume", "--chapters", "examples:", "memory"):
         assert flag in out.stdout, flag
+
+
+def test_failed_budget_stops_the_pipeline_with_exit_5(quick_run):
+    run_dir, _ = quick_run
+    out = tinylm("pipeline", "--preset", "quick", "--output-dir", str(run_dir), "--chapters", "10",
+                 "--budget-p95-ms", "1")
+    assert out.returncode == 5, out.stderr[-2000:]
+    assert "chapter 10_budgets failed" in out.stderr and "p95 latency" in out.stderr
+    assert "Traceback" not in out.stderr
+    budgets = json.loads((run_dir / "budgets.json").read_text())
+    assert budgets["passed"] is False and budgets["checks"][1]["limit"] == 1
