@@ -262,8 +262,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    import torch
-
     from tinylm.train import environment, resolve_device, resolve_dtype, set_threads
 
     device = resolve_device("auto")
@@ -278,7 +276,6 @@ def cmd_info(args: argparse.Namespace) -> int:
         m = json.loads(metrics.read_text())
         print(f"\nrun {run_dir}: {m['status']}, {len(m['history'])} epochs, "
               f"{m['model']['parameters']:,} parameters, final val loss {m['final_val_loss']:.3f}")
-    del torch
     return 0
 
 

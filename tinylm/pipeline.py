@@ -76,8 +76,8 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
     timings = {}
     t_start = time.perf_counter()
     with run.lock:  # held from the first decision to the last chapter
-        if not (run._fresh("train", run.checkpoints_dir) and (run.checkpoints_dir / "final.pt").exists()):
-            resume = run._decide_resume()
+        if not (run.is_current("train", run.checkpoints_dir) and (run.checkpoints_dir / "final.pt").exists()):
+            resume = run.decide_resume()
             if resume:
                 run.check_resume("pipeline")  # refuse before chapter 1 rebuilds anything
         for stage, folder in (("corpus", run.corpus_dir), ("tokenizer", run.tokenizer_dir)):
@@ -85,7 +85,7 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
                 if not folder.exists():
                     raise ConfigError(f"--skip-{stage} given but {folder} does not exist",
                                       f"run once without --skip-{stage}.")
-                run._stamp(stage, folder)
+                run.mark_current(stage, folder)
         # --fresh: the training chapter's Run.train deletes the old checkpoints only once
         # nothing can refuse any more, so a bad input found in chapter 1 keeps them
         resume = resume is not False

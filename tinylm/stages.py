@@ -116,7 +116,7 @@ class Run:
                             {k: v for k, v in cfg.items() if k not in NOT_TRAINING}])
         raise ValueError(stage)
 
-    def _fresh(self, stage: str, folder: Path) -> bool:
+    def is_current(self, stage: str, folder: Path) -> bool:
         """True when ``stage``'s outputs exist and were made from the current inputs."""
         if not all((folder / name).is_file() for name in OUTPUTS.get(stage, ())):
             return False
@@ -126,7 +126,7 @@ class Run:
         except (OSError, ValueError, KeyError):
             return False
 
-    def _stamp(self, stage: str, folder: Path) -> None:
+    def mark_current(self, stage: str, folder: Path) -> None:
         write_json(folder / "fingerprint.json", {"stage": stage, "fingerprint": self.fingerprint(stage),
                                                  "config": self.cfg.to_dict()})
 
@@ -135,14 +135,14 @@ class Run:
         """The cleaned train/val text and its statistics (``corpus/``)."""
         from tinylm.corpus import CorpusStats, build_corpus
 
-        if self._fresh("corpus", self.corpus_dir):
+        if self.is_current("corpus", self.corpus_dir):
             return CorpusStats.load(self.corpus_dir / "stats.json")
         t0 = _phase("corpus", self.progress)
         self._require_disk(3 * self.cfg.bytes_per_language * len(self.cfg.languages), "the corpus")
         with self.lock:
             stats = build_corpus(self.cfg, self.corpus_dir, progress=self.progress)
             self.cfg.save(self.dir / "config.json")
-            self._stamp("corpus", self.corpus_dir)
+            self.mark_current("corpus", self.corpus_dir)
         _done("corpus", t0, self.progress)
         return stats
 
@@ -150,14 +150,14 @@ class Run:
         """The byte-level BPE tokenizer trained on the training split (``tokenizer/``)."""
         from tinylm.tokenizer import load_tokenizer, train_tokenizer
 
-        if self._fresh("tokenizer", self.tokenizer_dir):
+        if self.is_current("tokenizer", self.tokenizer_dir):
             return load_tokenizer(self.tokenizer_dir / "tokenizer.json")
         self.corpus()
         t0 = _phase("tokenizer", self.progress)
         with self.lock:
             tok = train_tokenizer(self.corpus_dir, self.cfg.vocab_size, self.cfg.languages,
                                   self.tokenizer_dir, progress=self.progress)
-            self._stamp("tokenizer", self.tokenizer_dir)
+            self.mark_current("tokenizer", self.tokenizer_dir)
         _done("tokenizer", t0, self.progress)
         return tok
 
@@ -166,14 +166,14 @@ class Run:
         from tinylm.data import load_meta
         from tinylm.tokenizer import encode_corpus
 
-        if self._fresh("tokens", self.tokens_dir):
+        if self.is_current("tokens", self.tokens_dir):
             return load_meta(self.tokens_dir)
         tok = self.tokenizer()
         t0 = _phase("tokens", self.progress)
         self._require_disk(2 * self.cfg.bytes_per_language * len(self.cfg.languages), "the token files")
         with self.lock:
             meta = encode_corpus(tok, self.corpus_dir, self.tokens_dir, progress=self.progress)
-            self._stamp("tokens", self.tokens_dir)
+            self.mark_current("tokens", self.tokens_dir)
         _done("tokens", t0, self.progress)
         return meta
 
@@ -187,9 +187,9 @@ class Run:
         from tinylm.train import Trainer
 
         with self.lock:
-            if self._fresh("train", self.checkpoints_dir) and (self.checkpoints_dir / "final.pt").exists():
+            if self.is_current("train", self.checkpoints_dir) and (self.checkpoints_dir / "final.pt").exists():
                 return json.loads(self.metrics_path.read_text())
-            resume = self._decide_resume()
+            resume = self.decide_resume()
             if resume:
                 self.check_resume()
             self.tokenizer()  # its file's checksum goes into every checkpoint
@@ -207,7 +207,7 @@ class Run:
                 self.metrics_path.unlink(missing_ok=True)
             self.cfg.save(self.dir / "config.json")
             metrics = trainer.fit()
-            self._stamp("train", self.checkpoints_dir)
+            self.mark_current("train", self.checkpoints_dir)
         _done("training", t0, self.progress)
         return metrics
 
@@ -244,7 +244,7 @@ class Run:
                                     "restore the original corpus files, or start fresh with "
                                     "--fresh (or in a new --output-dir).")
 
-    def _decide_resume(self) -> bool:
+    def decide_resume(self) -> bool:
         """Resume, start fresh, or ask: the rule for existing checkpoints."""
         has = any((self.checkpoints_dir / n).exists() for n in ("last.pt", "best.pt"))
         if not has:
