@@ -115,6 +115,16 @@ def _arrow(ax, start, end, color: str = "#444444", text: str = "", ls: str = "-"
                 text, ha="center", va="bottom", fontsize=size, color=color)
 
 
+def _step_row(ax, steps, x0: float, w: float, gap: float, arrow_in: bool) -> None:
+    """A left-to-right row of (text, kind) boxes joined by arrows, at height 2.2-3.5;
+    ``arrow_in`` also draws an arrow into the first box (from whatever stands left of it)."""
+    for i, (text, kind) in enumerate(steps):
+        x = x0 + i * (w + gap)
+        _box(ax, x, 2.2, w, 1.3, text, fill=KIND_COLORS[kind], size=8.5)
+        if i or arrow_in:
+            _arrow(ax, (x - gap, 2.85), (x, 2.85))
+
+
 def _visible(piece: str) -> str:
     """Make spaces and line breaks visible in a token label."""
     return piece.replace(" ", "\u2423").replace("\n", "\u21b5")
@@ -945,11 +955,7 @@ def plot_atomic_save() -> Figure:
              ("write .last.pt.*.tmp,\nfsync, os.replace\n-> last.pt", "data"),
              ("last.pt.sha256 :=\nnew digest only", "eval")]
     w, gap = 2.25, 0.5
-    for i, (text, kind) in enumerate(steps):
-        x = 0.2 + i * (w + gap)
-        _box(ax, x, 2.2, w, 1.3, text, fill=KIND_COLORS[kind], size=8.5)
-        if i:
-            _arrow(ax, (x - gap, 2.85), (x, 2.85))
+    _step_row(ax, steps, 0.2, w, gap, arrow_in=False)
     ax.text(0.2, 3.9, "save_checkpoint(path, state): every file write is atomic (temporary file, "
                       "fsync, rename)", fontsize=10, fontweight="bold", family=MONO)
     ax.text(0.2, 1.6, "a kill at any moment leaves last.pt old or new, but whole, and its digest "
@@ -1105,10 +1111,7 @@ def plot_deployment() -> Figure:
              ("warm up\na few requests", "train"),
              ("serve\nKV cache,\nbatch 1", "eval")]
     w, gap = 1.95, 0.42
-    for i, (text, kind) in enumerate(steps):
-        x = 3.6 + i * (w + gap)
-        _box(ax, x, 2.2, w, 1.3, text, fill=KIND_COLORS[kind], size=8.5)
-        _arrow(ax, (x - gap, 2.85), (x, 2.85))
+    _step_row(ax, steps, 3.6, w, gap, arrow_in=True)
     _box(ax, 3.6, 0.4, 4 * w + 3 * gap, 1.1, fill=KIND_COLORS["note"],
          text="budgets, checked in a fresh process before release (run.budgets(), tinylm evaluate):\n"
               "peak RSS <= budget_rss_mb,   p95 latency <= budget_p95_ms,   samples pass",
