@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from tinylm.budget import measure_inference
+from tinylm.runtime import use_passive_openmp_wait
 
 
 def main() -> None:
@@ -23,6 +24,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=100)
     p.add_argument("--threads", type=int, default=1, help="0 = one per physical core")
     a = p.parse_args()
+    use_passive_openmp_wait()  # the measuring process waits as the tinylm command's do
     r = measure_inference(a.checkpoint, a.prompt_tokens, a.new_tokens, a.requests, threads=a.threads)
     print(json.dumps(r, indent=2))
     print(f"p50 {r['p50_ms']:.1f} ms  p95 {r['p95_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  "

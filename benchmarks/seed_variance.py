@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from tinylm.config import load_preset
+from tinylm.runtime import setup_process
 from tinylm.stages import Run
 
 
@@ -25,6 +26,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[1337, 1, 2])
     p.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temp dir)")
     args = p.parse_args()
+    setup_process(load_preset(args.preset).threads)  # as `tinylm train` does
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or Path(tmp)
         runs = [(str(s), s) for s in args.seeds] + [(f"{args.seeds[0]}-again", args.seeds[0])]

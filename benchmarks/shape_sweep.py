@@ -30,7 +30,10 @@ def main() -> None:
     p.add_argument("--json", default=None)
     a = p.parse_args()
     from tinylm.config import load_preset
+    from tinylm.runtime import setup_process
     from tinylm.stages import Run
+
+    setup_process(load_preset("default").threads)  # as `tinylm train` does
 
     rows = []
     for i, shape in enumerate(CANDIDATES):

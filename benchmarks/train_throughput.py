@@ -56,6 +56,7 @@ def worker(a: argparse.Namespace) -> dict:
         import numpy as np
 
         from tinylm.config import Config
+        from tinylm.runtime import setup_process
         from tinylm.train import Trainer
 
         tmp = Path(tempfile.mkdtemp())
@@ -67,10 +68,11 @@ def worker(a: argparse.Namespace) -> dict:
         (tmp / "meta.json").write_text(json.dumps(meta))
         tc = Config(**_model_args(a), batch_size=a.batch_size, languages=["en"], threads=a.threads,
                     dtype=a.dtype, compile=a.compile)
+        setup_process(a.threads)  # what the tinylm command does before it trains
         trainer = Trainer(tc, tmp, tmp / "out", progress=False)
 
         def step(batch):
-            return trainer.train_step(batch[:, :-1], batch[:, 1:])
+            return trainer.train_step(batch[:, :-1], batch[:, 1:], lr=1e-3).loss
     t0 = time.perf_counter()
     for i in range(a.warmup):
         step(batches[i % len(batches)])
@@ -120,6 +122,9 @@ def main() -> None:
     if a.worker:
         print(json.dumps(worker(a)))
         return
+    from tinylm.runtime import use_passive_openmp_wait
+
+    use_passive_openmp_wait()  # both workers wait as the tinylm command's processes do
     passthrough = [arg for arg in sys.argv[1:] if not arg.startswith("--json")]
     if a.json and a.json in passthrough:
         passthrough.remove(a.json)

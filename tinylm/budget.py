@@ -91,7 +91,7 @@ def saved_activation_bytes(model, x, y, device, dtype) -> int:
     """
     import torch
 
-    from tinylm.evaluate import autocast
+    from tinylm.runtime import autocast
 
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
     kept: dict[int, int] = {}
@@ -117,7 +117,8 @@ def _child(argv: list[str]) -> None:
     import torch
 
     from tinylm.generate import generate_ids
-    from tinylm.train import load_model, set_threads
+    from tinylm.checkpoint import load_model
+    from tinylm.runtime import set_threads
 
     threads = set_threads(a.threads)
     t0 = time.perf_counter()

@@ -168,6 +168,20 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     return state
 
 
+def load_model(path: Path, device: Any = "cpu"):
+    """A trained model from a checkpoint, in eval mode, and the checkpoint's other state.
+
+    Lives here rather than beside the trainer so that a process that only serves the model
+    (the budget measurement, ``tinylm generate``) never imports the training code.
+    """
+    from tinylm.model import GPT, GPTConfig
+
+    state = load_checkpoint(Path(path), device)
+    model = GPT(GPTConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state
+
+
 def load_resume_state(ckpt_dir: Path, map_location: Any = "cpu",
                       quiet: bool = False) -> tuple[dict[str, Any], Path]:
     """The newest good training state of a run: ``last.pt``, else ``best.pt`` with a warning."""

@@ -2,7 +2,9 @@
 
 Every configuration value is a flag (``--epochs 5``, ``--vocab-size 2048``); a preset gives
 the starting values and flags override them. Errors print their message and remedy and
-exit with the code of DESIGN.md; ``--debug`` shows the traceback instead.
+exit with their code (tinylm/errors.py); ``--debug`` shows the traceback instead. This is
+the entry point, so it is what makes the process-wide settings (``tinylm.runtime``) and asks
+the user questions; the library below it does neither.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ EXAMPLES = """examples:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error exits 1 (DESIGN.md: configuration), not argparse's 2
+    """argparse, but a usage error exits 1 (a configuration error), not argparse's 2
     (which means a corpus problem here), and says what to do, with close matches of a
     mistyped flag."""
 
@@ -68,6 +70,30 @@ def _run_options(p: argparse.ArgumentParser, preset: bool = True) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def _training_options(p: argparse.ArgumentParser) -> None:
+    """The flags of every command that trains (train, pipeline): mode, output, settings."""
+    _run_options(p)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", default=None, help="continue from checkpoints")
+    mode.add_argument("--fresh", action="store_true", help="discard existing checkpoints")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+PIPELINE_EPILOG = """examples:
+  tinylm pipeline --preset quick                   # the whole book on a tiny model, ~1 min
+  tinylm pipeline --preset default                 # the default model (~3 MB, 20 epochs)
+  tinylm pipeline --epochs 5 --chapters 5,7        # only training and evaluation
+  tinylm pipeline --output-dir runs/default --resume
+
+what the main values cost:
+  --epochs N          time grows linearly with N; memory unchanged
+  --batch-size N      memory grows linearly (activations); time per epoch about flat
+  --learning-rate X   too high diverges (NaN), too low learns slowly; no time or memory cost
+  --vocab-size N      bigger: fewer tokens per byte but a larger softmax (time, memory)
+  --languages a,b     any of en, es, fr, de, it; each adds ~1.5 MB of text and its time
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tinylm", description="Train a tiny bilingual GPT on a CPU.",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,13 +102,20 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="build corpus, tokenizer and tokens, train, evaluate",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _run_options(t)
-    mode = t.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", default=None, help="continue from checkpoints")
-    mode.add_argument("--fresh", action="store_true", help="discard existing checkpoints")
+    _training_options(t)
     t.add_argument("--no-eval", action="store_true", help="skip samples and budgets after training")
-    t.add_argument("--quiet", action="store_true", help="no progress output")
     _add_config_flags(t)
+
+    pl = sub.add_parser(
+        "pipeline", help="run the ten chapters headless (papermill) into a run directory",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=PIPELINE_EPILOG,
+        description="Execute the book's chapters in order with the given configuration; the "
+                    "executed notebooks land in RUN/notebooks next to every artifact.")
+    _training_options(pl)
+    pl.add_argument("--chapters", default=None, help="a subset, e.g. 1,2,5 (default: all ten)")
+    pl.add_argument("--skip-corpus", action="store_true", help="reuse the existing corpus as is")
+    pl.add_argument("--skip-tokenizer", action="store_true", help="reuse the existing tokenizer as is")
+    _add_config_flags(pl)
 
     g = sub.add_parser("generate", help="sample text from a trained run")
     _run_options(g, preset=False)
@@ -109,10 +142,6 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="versions, and the summary of a run directory")
     i.add_argument("--output-dir", default=None)
     i.add_argument("--debug", action="store_true")
-
-    from tinylm.pipeline import add_pipeline_parser
-
-    add_pipeline_parser(sub, _run_options, _add_config_flags)
     p.commands = sub.choices  # name -> subparser, to report unknown flags where they belong
     return p
 
@@ -123,14 +152,36 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_preset(args.preset, **overrides)
 
 
-def _run_dir(args: argparse.Namespace, cfg: Config | None = None) -> Path:
-    return Path(args.output_dir or f"runs/{cfg.name if cfg else 'default'}")
+def _training_run(args: argparse.Namespace):
+    """The ``Run`` a training command works on: settings from preset and flags (their
+    warnings printed), the run directory (default ``runs/<preset>``), and the resume choice
+    (--resume, --fresh, or asked on a terminal)."""
+    from tinylm.stages import Run
+
+    cfg = config_from_args(args)
+    for warning in cfg.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+    resume = True if args.resume else (False if args.fresh else None)
+    run = Run(Path(args.output_dir or f"runs/{cfg.name}"), cfg, progress=not args.quiet, resume=resume)
+    if resume is None and run.has_checkpoints() and not run.is_trained():
+        run.resume = _ask_resume(run.checkpoints_dir)
+    return run
+
+
+def _ask_resume(checkpoints_dir: Path) -> bool | None:
+    """On a terminal, ask what to do with an earlier run's checkpoints; None without one
+    (the run then refuses, naming --resume and --fresh)."""
+    if sys.stdin is None or not sys.stdin.isatty():
+        return None
+    answer = input(f"{checkpoints_dir} holds checkpoints of an earlier run. "
+                   "[r]esume, start [f]resh, or [q]uit? ").strip().lower()
+    return True if answer.startswith("r") else (False if answer.startswith("f") else None)
 
 
 def _load_run(args: argparse.Namespace):
     from tinylm.stages import Run
 
-    run_dir = _run_dir(args)
+    run_dir = Path(args.output_dir or "runs/default")
     if not (run_dir / "config.json").is_file():
         raise TinyLMError(f"{run_dir} is not a tinylm run directory (no config.json)",
                           "train first (tinylm train --output-dir DIR) or point --output-dir at a run.")
@@ -138,16 +189,13 @@ def _load_run(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tinylm.stages import Run
+    run = _training_run(args)
+    with run.locked():  # one holder from the first stage to the last file
+        from tinylm.runtime import setup_process  # torch: only once there is work to do
 
-    cfg = config_from_args(args)
-    for warning in cfg.warnings():
-        print(f"warning: {warning}", file=sys.stderr)
-    resume = True if args.resume else (False if args.fresh else None)
-    run = Run(_run_dir(args, cfg), cfg, progress=not args.quiet, resume=resume)
-    with run.lock:  # one holder from the first stage to the last file
+        setup_process(run.cfg.threads)
         metrics = run.train()
-        from tinylm.evaluate import training_checks  # torch: only once there is work to do
+        from tinylm.evaluate import training_checks
 
         checks = training_checks(metrics)
         if not args.no_eval:
@@ -157,13 +205,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from tinylm.pipeline import run_pipeline
+
+    run = _training_run(args)
+    skip = tuple(s for s in ("corpus", "tokenizer") if getattr(args, f"skip_{s}"))
+    chapters = args.chapters.split(",") if args.chapters else None
+    summary = run_pipeline(run.cfg, run.dir, chapters, run.resume, skip, progress=not args.quiet)
+    print(f"\npipeline finished in {summary['total_seconds']:.0f} s")
+    if run.metrics_path.exists():
+        from tinylm.evaluate import training_checks
+
+        _summary(run, training_checks(json.loads(run.metrics_path.read_text())))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tinylm.budget import raise_if_failed
     from tinylm.evaluate import raise_if_failed as raise_checks_failed
     from tinylm.evaluate import training_checks
 
     run = _load_run(args)
-    with run.lock:
+    with run.locked():
+        run.require_trained()
         metrics = run.train()
         checks = training_checks(metrics)
         samples = run.samples()
@@ -242,7 +306,7 @@ def check_prerequisites(output_dir: Path) -> list[tuple[str, bool, str]]:
     out.append((f"{output_dir} writable", writable, ""))
     free = shutil.disk_usage(output_dir if output_dir.is_dir() else Path.cwd()).free / 2**30
     out.append(("free disk >= 1 GB", free >= 1, f"{free:.1f} GB free"))
-    from tinylm.train import cpu_supports_bf16
+    from tinylm.runtime import cpu_supports_bf16
 
     bf16 = cpu_supports_bf16()
     out.append(("CPU bf16 matmuls (optional: faster training)", True,
@@ -262,10 +326,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from tinylm.train import environment, resolve_device, resolve_dtype, set_threads
+    from tinylm.runtime import environment, resolve_device, resolve_dtype, set_threads
 
+    set_threads(0)
     device = resolve_device("auto")
-    env = environment(device, resolve_dtype("auto", device), set_threads(0))
+    env = environment(device, resolve_dtype("auto", device))
     for k, v in env.items():
         print(f"  {k:12} {v}")
     if args.output_dir:
@@ -279,8 +344,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate,
-            "check": cmd_check, "info": cmd_info}
+COMMANDS = {"train": cmd_train, "pipeline": cmd_pipeline, "generate": cmd_generate,
+            "evaluate": cmd_evaluate, "check": cmd_check, "info": cmd_info}
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -292,9 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
-    from tinylm.pipeline import cmd_pipeline
+    from tinylm.runtime import use_passive_openmp_wait
 
-    handler = cmd_pipeline if args.command == "pipeline" else COMMANDS[args.command]
+    use_passive_openmp_wait()  # before anything loads torch, and for every process we start
+    handler = COMMANDS[args.command]
     debug = getattr(args, "debug", False)
     main_thread = (threading.current_thread() is threading.main_thread()
                    and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN)

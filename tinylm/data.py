@@ -96,6 +96,25 @@ class EpochSampler:
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
 
 
+def load_splits(tokens_dir: Path, block_size: int) -> tuple[TokenDataset, TokenDataset, dict]:
+    """The training and validation windows of a run's token files, and their ``meta.json``.
+
+    Refuses a split too short to hold one window, naming the remedy, rather than training
+    on nothing.
+    """
+    from tinylm.errors import CorpusError
+
+    tokens_dir = Path(tokens_dir)
+    meta = load_meta(tokens_dir)
+    splits = [TokenDataset.from_file(tokens_dir / f"{s}.bin", block_size) for s in ("train", "val")]
+    for name, ds in zip(("training", "validation"), splits):
+        if len(ds) < 1:
+            raise CorpusError(f"the {name} split has {len(ds.tokens)} tokens, fewer than one "
+                              f"window of block_size+1={block_size + 1}",
+                              "give a larger corpus or a smaller --block-size.")
+    return splits[0], splits[1], meta
+
+
 def load_meta(tokens_dir: Path) -> dict:
     """The tokenizer stage's ``meta.json``: counts, tokens per byte, language spans."""
     return json.loads((Path(tokens_dir) / "meta.json").read_text())

@@ -10,19 +10,12 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 
 from tinylm.data import TokenDataset, language_of_positions
-
-
-def autocast(device: torch.device, dtype: torch.dtype):
-    """bf16 autocast on the device, or nothing for fp32."""
-    if dtype == torch.float32:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+from tinylm.runtime import autocast
 
 
 @torch.no_grad()

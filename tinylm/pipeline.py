@@ -8,11 +8,10 @@ the pipeline after a change redoes only what the change affects.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from tinylm import errors
@@ -30,19 +29,44 @@ PARAMETERS = ("run_dir", "config", "resume")
 
 def chapter_paths(selection: list[str] | None = None) -> list[Path]:
     """The chapter notebooks in order; ``selection`` holds numbers ("5") or names."""
-    chosen = []
-    for name in CHAPTERS:
-        if selection is None or any(s.zfill(2) == name[:2] or s == name for s in selection):
-            chosen.append(BOOK_DIR / f"{name}.ipynb")
-    if selection is not None and len(chosen) != len(set(selection)):
-        raise ConfigError(f"unknown chapter(s) in {selection}",
-                          f"use numbers 1-10 or names: {', '.join(CHAPTERS)}.")
+    if selection is None:
+        names = list(CHAPTERS)
+    else:
+        wanted = {s.strip(): _chapter_name(s.strip()) for s in selection if s.strip()}
+        unknown = [s for s, name in wanted.items() if name is None]
+        if unknown or not wanted:
+            raise ConfigError(f"unknown chapter(s): {', '.join(unknown) or 'none given'}",
+                              f"use numbers 1-10 or names: {', '.join(CHAPTERS)}.")
+        names = [name for name in CHAPTERS if name in wanted.values()]  # book order, once each
+    chosen = [BOOK_DIR / f"{name}.ipynb" for name in names]
     missing = [p.name for p in chosen if not p.is_file()]
     if missing:
         raise PrerequisiteError(f"chapter notebook(s) {', '.join(missing)} missing from {BOOK_DIR}",
                                 "run the pipeline from a complete source checkout of tinylm "
                                 "(git checkout -- book/) or install it with `pip install -e .`.")
     return chosen
+
+
+def _chapter_name(selector: str) -> str | None:
+    """The chapter a selector names: a number ("5", "05") or a name ("05_training")."""
+    for name in CHAPTERS:
+        if selector == name or (selector.isdigit() and int(selector) == int(name[:2])):
+            return name
+    return None
+
+
+@contextmanager
+def _environment(name: str, value: str):
+    """Set an environment variable for the processes started inside, then restore it."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def check_parameters(notebook: Path, names: tuple[str, ...] = PARAMETERS) -> None:
@@ -75,8 +99,8 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
     run = Run(run_dir, cfg, progress=progress, resume=resume)
     timings = {}
     t_start = time.perf_counter()
-    with run.lock:  # held from the first decision to the last chapter
-        if not (run.is_current("train", run.checkpoints_dir) and (run.checkpoints_dir / "final.pt").exists()):
+    with run.locked():  # held from the first decision to the last chapter
+        if not run.is_trained():
             resume = run.decide_resume()
             if resume:
                 run.check_resume("pipeline")  # refuse before chapter 1 rebuilds anything
@@ -91,8 +115,7 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
         resume = resume is not False
         out_dir = run_dir / "notebooks"
         out_dir.mkdir(parents=True, exist_ok=True)
-        os.environ["TINYLM_LOCK_PID"] = str(os.getpid())  # the kernels share our lock
-        try:
+        with _environment("TINYLM_LOCK_PID", str(os.getpid())):  # the kernels share our lock
             for nb in notebooks:
                 t0 = time.perf_counter()
                 if progress:
@@ -109,8 +132,6 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
                 timings[nb.stem] = round(time.perf_counter() - t0, 1)
                 if progress:
                     print(f"   {nb.stem} done in {timings[nb.stem]:.1f} s", file=sys.stderr)
-        finally:
-            os.environ.pop("TINYLM_LOCK_PID", None)
     return {"run_dir": str(run_dir), "chapters": timings,
             "total_seconds": round(time.perf_counter() - t_start, 1)}
 
@@ -124,55 +145,3 @@ def _chapter_error(nb: Path, target: Path, exc) -> TinyLMError:
                       (remedy + " " if remedy else "") + f"The partly executed notebook is {target}.")
     err.exit_code = code
     return err
-
-
-def add_pipeline_parser(sub, run_options, config_flags) -> None:
-    p = sub.add_parser(
-        "pipeline", help="run the ten chapters headless (papermill) into a run directory",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Execute the book's chapters in order with the given configuration; the "
-                    "executed notebooks land in RUN/notebooks next to every artifact.",
-        epilog="""examples:
-  tinylm pipeline --preset quick                   # the whole book on a tiny model, ~1 min
-  tinylm pipeline --preset default                 # the default model (~3 MB, 20 epochs)
-  tinylm pipeline --epochs 5 --chapters 5,7        # only training and evaluation
-  tinylm pipeline --output-dir runs/default --resume
-
-what the main values cost:
-  --epochs N          time grows linearly with N; memory unchanged
-  --batch-size N      memory grows linearly (activations); time per epoch about flat
-  --learning-rate X   too high diverges (NaN), too low learns slowly; no time or memory cost
-  --vocab-size N      bigger: fewer tokens per byte but a larger softmax (time, memory)
-  --languages a,b     any of en, es, fr, de, it; each adds ~1.5 MB of text and its time
-""")
-    run_options(p)
-    p.add_argument("--chapters", default=None, help="a subset, e.g. 1,2,5 (default: all ten)")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true", default=None, help="continue from checkpoints")
-    mode.add_argument("--fresh", action="store_true", help="discard existing checkpoints")
-    p.add_argument("--skip-corpus", action="store_true", help="reuse the existing corpus as is")
-    p.add_argument("--skip-tokenizer", action="store_true", help="reuse the existing tokenizer as is")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    config_flags(p)
-
-
-def cmd_pipeline(args: argparse.Namespace) -> int:
-    from tinylm.cli import config_from_args
-
-    cfg = config_from_args(args)
-    for warning in cfg.warnings():
-        print(f"warning: {warning}", file=sys.stderr)
-    run_dir = Path(args.output_dir or f"runs/{cfg.name}")
-    skip = tuple(s for s in ("corpus", "tokenizer") if getattr(args, f"skip_{s}"))
-    resume = True if args.resume else (False if args.fresh else None)
-    chapters = args.chapters.split(",") if args.chapters else None
-    summary = run_pipeline(cfg, run_dir, chapters, resume, skip, progress=not args.quiet)
-    print(f"\npipeline finished in {summary['total_seconds']:.0f} s")
-    from tinylm.cli import _summary
-    from tinylm.evaluate import training_checks
-    from tinylm.stages import Run
-
-    run = Run(run_dir, cfg, progress=False, resume=True)
-    if run.metrics_path.exists():
-        _summary(run, training_checks(json.loads(run.metrics_path.read_text())))
-    return 0

@@ -1,6 +1,7 @@
 """The stages of a run, each reading and writing files in one run directory.
 
-``Run(run_dir, cfg)`` knows the layout of DESIGN.md and builds each artifact on demand:
+``Run(run_dir, cfg)`` knows the run directory's layout (ARCHITECTURE.md) and builds each
+artifact on demand:
 ``run.corpus()``, ``run.tokenizer()``, ``run.tokens()``, ``run.train()``, ``run.samples()``,
 ``run.budgets()``. Asking for a later stage builds the earlier ones first, so a chapter
 opened alone in Jupyter gets what it needs. Each stage writes a ``fingerprint.json`` of the
@@ -14,12 +15,14 @@ import shlex
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tinylm.checkpoint import RunLock, sha256_file, write_json
 from tinylm.config import RESUMABLE_CHANGES, Config, check_resume, command_flags
-from tinylm.errors import PrerequisiteError, TinyLMError, TokenizerError, TrainingError
+from tinylm.errors import (CheckpointError, PrerequisiteError, TinyLMError, TokenizerError,
+                           TrainingError)
 
 CORPUS_KEYS = ("languages", "bytes_per_language", "val_fraction", "corpus_path", "corpus_language",
                "corpus_url", "corpus_sha256", "seed")
@@ -52,7 +55,9 @@ class Run:
     """One run directory and the configuration that fills it.
 
     ``resume``: True continues from existing checkpoints, False discards them and starts
-    fresh, None (the default) asks on a terminal and refuses without one.
+    fresh, None (the default) refuses to touch them (the command line asks on a terminal
+    first). Making a ``Run`` touches no file: the folder is checked and locked by the first
+    stage that writes (``with run.locked():``).
     """
 
     def __init__(self, run_dir: Path | str, cfg: Config, *, progress: bool = True,
@@ -61,8 +66,17 @@ class Run:
         self.cfg = cfg.validate()
         self.progress = progress
         self.resume = resume
-        self.lock = RunLock(self.dir)
-        self._check_writable()
+        self._lock = RunLock(self.dir)
+        self._writable = False
+
+    @contextmanager
+    def locked(self):
+        """Hold the run directory's lock (re-entrant), after checking it can be written."""
+        if not self._writable:
+            self._check_writable()
+            self._writable = True
+        with self._lock:
+            yield self
 
     # ------------------------------------------------------------ layout
     corpus_dir = property(lambda self: self.dir / "corpus")
@@ -138,8 +152,8 @@ class Run:
         if self.is_current("corpus", self.corpus_dir):
             return CorpusStats.load(self.corpus_dir / "stats.json")
         t0 = _phase("corpus", self.progress)
-        self._require_disk(3 * self.cfg.bytes_per_language * len(self.cfg.languages), "the corpus")
-        with self.lock:
+        with self.locked():
+            self._require_disk(3 * self.cfg.bytes_per_language * len(self.cfg.languages), "the corpus")
             stats = build_corpus(self.cfg, self.corpus_dir, progress=self.progress)
             self.cfg.save(self.dir / "config.json")
             self.mark_current("corpus", self.corpus_dir)
@@ -154,7 +168,7 @@ class Run:
             return load_tokenizer(self.tokenizer_dir / "tokenizer.json")
         self.corpus()
         t0 = _phase("tokenizer", self.progress)
-        with self.lock:
+        with self.locked():
             tok = train_tokenizer(self.corpus_dir, self.cfg.vocab_size, self.cfg.languages,
                                   self.tokenizer_dir, progress=self.progress)
             self.mark_current("tokenizer", self.tokenizer_dir)
@@ -170,12 +184,21 @@ class Run:
             return load_meta(self.tokens_dir)
         tok = self.tokenizer()
         t0 = _phase("tokens", self.progress)
-        self._require_disk(2 * self.cfg.bytes_per_language * len(self.cfg.languages), "the token files")
-        with self.lock:
+        with self.locked():
+            self._require_disk(2 * self.cfg.bytes_per_language * len(self.cfg.languages),
+                               "the token files")
             meta = encode_corpus(tok, self.corpus_dir, self.tokens_dir, progress=self.progress)
             self.mark_current("tokens", self.tokens_dir)
         _done("tokens", t0, self.progress)
         return meta
+
+    def is_trained(self) -> bool:
+        """True when ``final.pt`` exists and was trained with the current settings and data."""
+        return (self.checkpoints_dir / "final.pt").exists() and self.is_current("train", self.checkpoints_dir)
+
+    def has_checkpoints(self) -> bool:
+        """True when an earlier training left checkpoints to resume from."""
+        return any((self.checkpoints_dir / n).exists() for n in ("last.pt", "best.pt"))
 
     def train(self) -> dict:
         """Train (or resume, or skip if done) and return ``training_metrics.json``'s content.
@@ -186,8 +209,8 @@ class Run:
         """
         from tinylm.train import Trainer
 
-        with self.lock:
-            if self.is_current("train", self.checkpoints_dir) and (self.checkpoints_dir / "final.pt").exists():
+        with self.locked():
+            if self.is_trained():
                 return json.loads(self.metrics_path.read_text())
             resume = self.decide_resume()
             if resume:
@@ -245,19 +268,12 @@ class Run:
                                     "--fresh (or in a new --output-dir).")
 
     def decide_resume(self) -> bool:
-        """Resume, start fresh, or ask: the rule for existing checkpoints."""
-        has = any((self.checkpoints_dir / n).exists() for n in ("last.pt", "best.pt"))
-        if not has:
+        """The rule for existing checkpoints: resume or start fresh as ``resume`` says, and
+        refuse to guess when it says nothing (``None``)."""
+        if not self.has_checkpoints():
             return False
         if self.resume is not None:
             return self.resume
-        if sys.stdin is not None and sys.stdin.isatty():
-            answer = input(f"{self.checkpoints_dir} holds checkpoints of an earlier run. "
-                           "[r]esume, start [f]resh, or [q]uit? ").strip().lower()
-            if answer.startswith("r"):
-                return True
-            if answer.startswith("f"):
-                return False
         raise TinyLMError(f"{self.checkpoints_dir} holds checkpoints of an earlier run",
                           "pass --resume to continue it, --fresh to discard it, or use "
                           "another --output-dir.")
@@ -267,9 +283,19 @@ class Run:
         self.train()
         return self.trained_model(which)[0]
 
+    def require_trained(self) -> None:
+        """Refuse to evaluate or sample a run that has not finished training (instead of
+        silently training it to the end)."""
+        if not self.is_trained():
+            why = ("its settings or data changed since" if (self.checkpoints_dir / "final.pt").exists()
+                   else "it has not finished")
+            raise CheckpointError(f"{self.dir} has no final model: {why} training",
+                                  f"finish it first ({self.resume_command()}), or point "
+                                  "--output-dir at a finished run.")
+
     def trained_model(self, which: str = "final"):
         """``(model, state)`` of ``checkpoints/<which>.pt``, refusing a foreign tokenizer."""
-        from tinylm.train import load_model
+        from tinylm.checkpoint import load_model
 
         model, state = load_model(self.checkpoints_dir / f"{which}.pt")
         tok_file = self.tokenizer_dir / "tokenizer.json"
@@ -286,7 +312,7 @@ class Run:
         """Generate samples in every language and judge them; writes ``samples.json``."""
         from tinylm.evaluate import sample_report
 
-        with self.lock:
+        with self.locked():
             report = sample_report(self.model(), self.tokenizer(), self.cfg, per_language)
             write_json(self.samples_path, report)
         return report
@@ -295,7 +321,7 @@ class Run:
         """Measure inference in a fresh process and check the budgets; writes ``budgets.json``."""
         from tinylm.budget import check_budgets, measure_inference
 
-        with self.lock:
+        with self.locked():
             self.train()
             measured = measure_inference(self.checkpoints_dir / "final.pt",
                                          self.cfg.budget_prompt_tokens,

@@ -1,0 +1,162 @@
+"""The machine: device, precision, threads, and the process-wide settings training wants.
+
+Nothing here runs on import, and torch is imported inside the functions only, so that the
+``tinylm`` command can choose OpenMP's waiting before torch loads it. Library code only
+*reads* the machine (``resolve_device``, ``resolve_dtype``, ``environment``). The settings
+that change the whole process (OpenMP waiting, torch threads, subnormal floats, the
+allocator) are made by the entry points, explicitly: the ``tinylm`` command, the
+benchmarks, and chapter 5 before it trains in a notebook call ``setup_process``. Each
+setting, and what it measured, is described once, here.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import sys
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
+
+from tinylm import __version__
+from tinylm.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """CUDA when asked for or present (for "auto"), otherwise the CPU."""
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is visible", "use --device cpu or auto.")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 matmuls (AVX512-BF16 or AMX), where autocast pays."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The compute precision: "fp32", "bf16", or "auto" = bf16 where the hardware does it natively.
+
+    On a CPU without native bf16 the conversions cost more than the smaller matmuls save,
+    so "auto" picks fp32 there; "bf16" forces autocast anyway (for comparisons).
+    """
+    import torch
+
+    if name == "fp32":
+        return torch.float32
+    if name == "bf16":
+        return torch.bfloat16
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_supports_bf16()
+    return torch.bfloat16 if native else torch.float32
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """bf16 autocast on the device, or nothing for fp32."""
+    import torch
+
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def physical_cores() -> int:
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def set_threads(n: int = 0) -> int:
+    """Use ``n`` torch threads (0 = one per physical core: hyperthreads only add contention).
+
+    Process-wide, like every setting below: call it from an entry point.
+    """
+    import torch
+
+    n = n if n > 0 else physical_cores()
+    torch.set_num_threads(n)
+    return n
+
+
+def use_passive_openmp_wait() -> bool:
+    """Let OpenMP threads that finish early sleep instead of spinning (unless you chose).
+
+    A spinning thread steals the core its partner needs when anything else runs on the
+    machine: two trainings at once ran at 21k tokens/s each with passive waiting and 11.5k
+    with spinning (benchmarks/README.md). It costs about 15% on an idle machine; set
+    ``OMP_WAIT_POLICY=ACTIVE`` yourself to take that back. OpenMP reads the variable when
+    torch loads it, so this works only before the first ``import torch`` of the process, or
+    for the processes it starts (the pipeline's Jupyter kernels, the budget measurement).
+    Returns whether the variable was set here.
+    """
+    if "OMP_WAIT_POLICY" in os.environ:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc malloc to keep freed blocks instead of returning them to the OS each step.
+
+    Large activations freed and re-allocated every step otherwise go through mmap/munmap
+    and page-fault back in (benchmarks/README.md measures it). Costs resident memory, lasts
+    for the life of the process; a no-op off glibc.
+    """
+    if sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**30))
+
+
+def setup_process(threads: int = 0, *, training: bool = True) -> dict[str, Any]:
+    """Make the process-wide settings of a training (or measuring) process, once, explicitly.
+
+    - threads: ``set_threads(threads)``;
+    - OpenMP: ``use_passive_openmp_wait`` (effective for child processes, or before torch loads);
+    - ``training=True`` also flushes subnormal floats to zero (Adam's second moments drift
+      into subnormals, which x86 computes many times slower: a fused AdamW step went from
+      0.75 to 0.57 ms) and keeps freed memory in the allocator (``keep_freed_memory``).
+
+    None of these can be undone cleanly, which is why no library constructor makes them.
+    Returns what was set, for the record.
+    """
+    import torch
+
+    done = {"threads": set_threads(threads), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    if use_passive_openmp_wait():
+        done["omp_wait_policy"] = "PASSIVE"
+    if training:
+        done["flush_denormal"] = bool(torch.set_flush_denormal(True))
+        done["keep_freed_memory"] = keep_freed_memory()
+    return done
+
+
+def environment(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """Versions and machine facts recorded with every run."""
+    import torch
+
+    import numpy as np
+    import tokenizers
+
+    return {
+        "tinylm": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "tokenizers": tokenizers.__version__, "numpy": np.__version__,
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+        "threads": torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+    }
