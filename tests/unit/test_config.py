@@ -1,0 +1,75 @@
+"""The settings are described once, on Config's fields; everything else is derived from them."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from tinylm.config import (CORPUS_KEYS, MAX_VOCAB, NOT_TRAINING, RANGES, RESUMABLE_CHANGES, Config,
+                           check_resume)
+from tinylm.errors import ConfigError, TokenizerError, TrainingError
+from tinylm.tokenizer import train_tokenizer
+
+# The spec: which settings may change on resume, which leave training alone, which make the
+# corpus, and which have no numeric range. Changing these changes fingerprints and resume rules.
+RESUMABLE = {"name", "epochs", "checkpoint_every", "threads", "compile", "device",
+             "sample_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
+             "max_repeated_4grams", "budget_rss_mb", "budget_p95_ms", "budget_prompt_tokens",
+             "budget_new_tokens", "max_download_mb"}
+NOT_TRAINING_SPEC = RESUMABLE - {"epochs"}  # epochs changes the model, yet a run may train longer
+CORPUS = {"languages", "bytes_per_language", "val_fraction", "corpus_path", "corpus_language",
+          "corpus_url", "corpus_sha256", "seed"}
+NO_RANGE = {"name", "languages", "corpus_path", "corpus_language", "corpus_url", "corpus_sha256",
+            "dtype", "device", "compile"}
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def test_every_setting_is_described_on_its_field():
+    for name, f in FIELDS.items():
+        facts = f.metadata
+        assert facts["why"] and "%" not in facts["why"], name  # argparse formats help with %
+        assert facts["stage"] in ("corpus", "tokenizer", "train", "samples", "budgets", None), name
+        assert isinstance(facts["resumable"], bool), name
+        if facts["range"]:
+            lo, hi = facts["range"]
+            assert lo <= getattr(Config(), name) <= hi, name
+        if facts["choices"]:
+            assert getattr(Config(), name) in facts["choices"], name
+
+
+def test_derived_tables_are_the_spec():
+    assert set(RESUMABLE_CHANGES) == RESUMABLE
+    assert set(NOT_TRAINING) == NOT_TRAINING_SPEC
+    assert set(CORPUS_KEYS) == CORPUS
+    assert set(FIELDS) - set(RANGES) == NO_RANGE
+    assert all(RANGES[k][2] == FIELDS[k].metadata["why"] for k in RANGES)
+
+
+def _other(value):
+    """A value of the same type that differs from ``value``."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, list):
+        return [*value, "fr"]
+    if isinstance(value, str):
+        return value + "x"
+    return value + 1
+
+
+@pytest.mark.parametrize("key", sorted(FIELDS))
+def test_resume_accepts_exactly_the_resumable_changes(key):
+    new = dataclasses.replace(Config(), **{key: _other(getattr(Config(), key))})
+    if key in RESUMABLE:
+        assert set(check_resume(Config(), new)) == {key}
+    else:
+        with pytest.raises(TrainingError, match=key):
+            check_resume(Config(), new)
+
+
+def test_one_vocabulary_limit_for_the_config_and_the_tokenizer(tmp_path):
+    assert MAX_VOCAB == np.iinfo(np.uint16).max  # the dtype of tokens/*.bin
+    assert RANGES["vocab_size"][1] == MAX_VOCAB
+    Config(vocab_size=MAX_VOCAB).validate()
+    with pytest.raises(ConfigError, match="vocab_size"):
+        Config(vocab_size=MAX_VOCAB + 1).validate()
+    with pytest.raises(TokenizerError, match=f"{MAX_VOCAB:,}"):
+        train_tokenizer(tmp_path, MAX_VOCAB + 1, ["en", "es"], tmp_path, progress=False)
