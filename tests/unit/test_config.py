@@ -1,11 +1,13 @@
 """The settings are described once, on Config's fields; everything else is derived from them."""
 import dataclasses
+import re
 
 import numpy as np
 import pytest
 
-from tinylm.config import (CORPUS_KEYS, MAX_VOCAB, NOT_TRAINING, RANGES, RESUMABLE_CHANGES, Config,
-                           check_resume)
+from tinylm.cli import main
+from tinylm.config import (CORPUS_KEYS, EXAMPLES_DIR, MAX_VOCAB, NOT_TRAINING, PRESETS, RANGES,
+                           RESUMABLE_CHANGES, Config, check_resume, load_preset)
 from tinylm.errors import ConfigError, TokenizerError, TrainingError
 from tinylm.tokenizer import train_tokenizer
 
@@ -20,6 +22,7 @@ CORPUS = {"languages", "bytes_per_language", "val_fraction", "corpus_path", "cor
           "corpus_url", "corpus_sha256", "seed"}
 NO_RANGE = {"name", "languages", "corpus_path", "corpus_language", "corpus_url", "corpus_sha256",
             "dtype", "device", "compile"}
+MODEL = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout")
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 
@@ -73,3 +76,26 @@ def test_one_vocabulary_limit_for_the_config_and_the_tokenizer(tmp_path):
         Config(vocab_size=MAX_VOCAB + 1).validate()
     with pytest.raises(TokenizerError, match=f"{MAX_VOCAB:,}"):
         train_tokenizer(tmp_path, MAX_VOCAB + 1, ["en", "es"], tmp_path, progress=False)
+
+
+def test_defaults_are_the_default_preset():
+    assert Config().to_dict() == load_preset("default").to_dict()
+
+
+def test_other_presets_set_every_model_setting():
+    # a preset that left one out would silently follow a change of the default run
+    for name in set(PRESETS) - {"default"}:
+        text = (EXAMPLES_DIR / f"{name}.toml").read_text()
+        for key in MODEL:
+            assert re.search(rf"^{key} = ", text, re.M), (name, key)
+
+
+def test_train_help_shows_the_default_runs_values(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    default = load_preset("default")
+    assert f"--n-layer V default {default.n_layer}; range 1..48: transformer blocks" in text
+    assert f"--dropout V default {default.dropout}; range 0.0..0.9: dropout" in text
+    assert "--dtype V default 'auto'; one of auto, bf16, fp32:" in text
