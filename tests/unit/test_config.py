@@ -9,6 +9,7 @@ from tinylm.cli import main
 from tinylm.config import (CORPUS_KEYS, EXAMPLES_DIR, MAX_VOCAB, NOT_TRAINING, PRESETS, RANGES,
                            RESUMABLE_CHANGES, Config, check_resume, load_preset)
 from tinylm.errors import ConfigError, TokenizerError, TrainingError
+from tinylm.model import GPTConfig
 from tinylm.tokenizer import train_tokenizer
 
 # The spec: which settings may change on resume, which leave training alone, which make the
@@ -99,3 +100,14 @@ def test_train_help_shows_the_default_runs_values(capsys):
     assert f"--n-layer V default {default.n_layer}; range 1..48: transformer blocks" in text
     assert f"--dropout V default {default.dropout}; range 0.0..0.9: dropout" in text
     assert "--dtype V default 'auto'; one of auto, bf16, fp32:" in text
+
+
+def test_model_config_comes_from_the_run_config_in_the_checkpoint_format():
+    cfg = load_preset("quick", n_layer=5, dropout=0.1)
+    assert GPTConfig.from_config(cfg).to_dict() == {k: getattr(cfg, k) for k in MODEL}
+    # a checkpoint written before GPTConfig lost its defaults still loads
+    old = {"vocab_size": 4096, "block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 128,
+           "dropout": 0.0}
+    assert GPTConfig(**old).to_dict() == old
+    for f in dataclasses.fields(GPTConfig):  # each model setting is a Config setting of one type
+        assert FIELDS[f.name].type == f.type
