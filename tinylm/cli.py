@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 from tinylm import __version__
-from tinylm.config import PRESETS, RANGES, Config, load_preset
+from tinylm.config import PRESETS, Config, describe, load_preset
 from tinylm.errors import Interrupted, PrerequisiteError, TinyLMError
 
 EXAMPLES = """examples:
@@ -56,10 +56,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per Config field; defaults are None so that only given flags override."""
     g = p.add_argument_group("configuration (override the preset; see chapter 9 for effects)")
     for f in dataclasses.fields(Config):
-        default = getattr(Config(), f.name)
-        lo_hi = RANGES.get(f.name)
-        help_ = f"default {default!r}" + (f"; range {lo_hi[0]}..{lo_hi[1]}: {lo_hi[2]}" if lo_hi else "")
-        g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar="V", help=help_)
+        g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar="V",
+                       help=describe(f.name))
 
 
 def _run_options(p: argparse.ArgumentParser, preset: bool = True) -> None:

@@ -2,12 +2,18 @@
 
 A ``Config`` is a flat dataclass so that it can be written to ``config.json``, injected
 into a chapter's papermill ``parameters`` cell, and overridden from the command line by
-name. ``validate()`` checks every value against ``RANGES`` and says what to do when one
-is out of range.
+name. Each field carries all that is known about its setting (see ``setting``): what it
+does, its valid range, which stage of a run it changes, whether a resumed run may change
+it. The tables other modules use (``RANGES``, ``RESUMABLE_CHANGES``, ``CORPUS_KEYS``,
+``NOT_TRAINING``) and the command line's help are computed from the fields, so a new
+setting is described in one place. The field defaults are the default run (the
+``default`` preset); the other presets in ``examples/`` list what they change.
 
 >>> cfg = load_preset("quick", epochs=3)
 >>> cfg.epochs
 3
+>>> RANGES["n_layer"]
+(1, 48, 'transformer blocks')
 """
 from __future__ import annotations
 
@@ -29,58 +35,111 @@ from tinylm.errors import ConfigError, TrainingError
 TRANSLATIONS = {"en": "k", "es": "v", "fr": "l", "de": "e", "it": "d"}
 PRESETS = ("quick", "default", "high_quality", "low_memory")
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+#: The largest vocabulary: token ids are stored as uint16 (``tokens/*.bin``).
+MAX_VOCAB = 65_535
+#: The stages of a run (tinylm.stages) whose output the trained model depends on.
+TRAINING_STAGES = ("corpus", "tokenizer", "train")
+
+
+def setting(default: Any, why: str, lo: float | None = None, hi: float | None = None, *,
+            stage: str | None, choices: tuple[str, ...] = (), resumable: bool | None = None) -> Any:
+    """A ``Config`` field that carries the facts about its setting in its metadata.
+
+    ``why``: what the value does (help text, and the reason in range errors). ``lo``..``hi``:
+    the valid range, checked by ``Config.validate``; ``choices``: the valid strings.
+    ``stage``: the first stage of a run whose output the setting changes (corpus, tokenizer,
+    train, samples, budgets), None when it changes no output (a name, a speed knob, a guard).
+    ``resumable``: whether a resumed run may change it; by default only the settings that do
+    not change the trained model may.
+    """
+    if resumable is None:
+        resumable = stage not in TRAINING_STAGES
+    facts = {"why": why, "range": None if lo is None else (lo, hi), "stage": stage,
+             "choices": choices, "resumable": resumable}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=facts)
+    return field(default=default, metadata=facts)
 
 
 @dataclass
 class Config:
-    """The resolved configuration of one run. Field comments give the unit or meaning."""
+    """The resolved configuration of one run; ``tinylm train --help`` lists every field."""
 
-    name: str = "default"
-    seed: int = 1337
+    name: str = setting("default", "the preset the run started from", stage=None)
+    seed: int = setting(1337, "seeds the corpus split, the initial weights and the batch order",
+                        0, 2**31 - 1, stage="corpus")
     # corpus
-    languages: list[str] = field(default_factory=lambda: ["en", "es"])
-    bytes_per_language: int = 1_500_000  # target size of the embedded corpus, per language
-    val_fraction: float = 0.1  # share of whole chapters/documents held out
-    corpus_path: str = ""  # your own text: a file or a folder of *.en.txt / *.es.txt
-    corpus_language: str = ""  # language of corpus files whose name does not say it
-    corpus_url: str = ""  # download once into the cache and check corpus_sha256
-    corpus_sha256: str = ""
-    max_download_mb: int = 200
+    languages: list[str] = setting(["en", "es"], "language codes of the corpus; each gets a tag "
+                                   "token such as <|en|>", stage="corpus")
+    bytes_per_language: int = setting(1_500_000, "target size of the embedded corpus per "
+                                      "language; it has about 4 MB of each", 10_000, 4_500_000,
+                                      stage="corpus")
+    val_fraction: float = setting(0.1, "share of whole chapters/documents held out for validation",
+                                  0.01, 0.5, stage="corpus")
+    corpus_path: str = setting("", "your own text: a file or a folder of *.en.txt / *.es.txt",
+                               stage="corpus")
+    corpus_language: str = setting("", "language of corpus files whose name does not say it",
+                                   stage="corpus")
+    corpus_url: str = setting("", "download once into the cache and check corpus_sha256",
+                              stage="corpus")
+    corpus_sha256: str = setting("", "SHA-256 hex digest of the file at corpus_url", stage="corpus")
+    max_download_mb: int = setting(200, "refuse downloads larger than this", 1, 10_000, stage=None)
     # tokenizer
-    vocab_size: int = 4096
-    # model
-    block_size: int = 128  # tokens per training window and the model's context
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
+    vocab_size: int = setting(4096, "BPE vocabulary; token ids are stored as uint16",
+                              260, MAX_VOCAB, stage="tokenizer")
+    # model: 3 layers with dropout 0.2, chosen by measurement (benchmarks/README.md, chapter 9):
+    # without dropout the model memorises the corpus (validation - training loss > 0.5 by the
+    # last epoch); 4 layers with dropout trained too slowly for the time budget.
+    block_size: int = setting(128, "context length in tokens: the training window and the "
+                              "model's context", 8, 2048, stage="train")
+    n_layer: int = setting(3, "transformer blocks", 1, 48, stage="train")
+    n_head: int = setting(4, "attention heads", 1, 64, stage="train")
+    n_embd: int = setting(128, "model width", 16, 4096, stage="train")
+    dropout: float = setting(0.2, "dropout probability on the embeddings and residual branches",
+                             0.0, 0.9, stage="train")
     # training
-    epochs: int = 20
-    batch_size: int = 32
-    learning_rate: float = 3e-3
-    min_lr_ratio: float = 0.1  # the cosine schedule ends at learning_rate * min_lr_ratio
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    dtype: str = "auto"  # auto | bf16 | fp32 (auto: bf16 autocast where the hardware has it)
-    device: str = "auto"  # auto | cpu | cuda
-    compile: bool = False  # torch.compile the model (pays off only on long runs)
-    threads: int = 0  # torch threads; 0 = one per physical core
-    checkpoint_every: int = 500  # save last.pt every N steps as well as every epoch
+    epochs: int = setting(20, "passes over the training windows", 1, 1000, stage="train",
+                          resumable=True)  # a resumed run may train longer
+    batch_size: int = setting(32, "windows per optimizer step", 1, 4096, stage="train")
+    learning_rate: float = setting(3e-3, "peak AdamW learning rate", 1e-6, 1.0, stage="train")
+    min_lr_ratio: float = setting(0.1, "the cosine schedule ends at learning_rate * min_lr_ratio",
+                                  0.0, 1.0, stage="train")
+    warmup_steps: int = setting(100, "steps of linear warmup", 0, 1_000_000, stage="train")
+    weight_decay: float = setting(0.1, "AdamW decoupled weight decay on matrices", 0.0, 1.0,
+                                  stage="train")
+    beta1: float = setting(0.9, "AdamW first-moment decay", 0.0, 0.9999, stage="train")
+    beta2: float = setting(0.95, "AdamW second-moment decay", 0.0, 0.99999, stage="train")
+    grad_clip: float = setting(1.0, "max gradient norm; 0 disables clipping", 0.0, 1000.0,
+                               stage="train")
+    dtype: str = setting("auto", "float format of training; auto: bf16 autocast where the "
+                         "hardware has it", stage="train", choices=("auto", "bf16", "fp32"))
+    device: str = setting("auto", "where to train and sample; auto: cuda when a GPU is visible",
+                          stage=None, choices=("auto", "cpu", "cuda"))
+    compile: bool = setting(False, "torch.compile the model (pays off only on long runs)",
+                            stage=None)
+    threads: int = setting(0, "torch threads; 0 means one per physical core", 0, 1024, stage=None)
+    checkpoint_every: int = setting(500, "steps between mid-epoch checkpoints (last.pt)",
+                                    1, 10_000_000, stage=None)
     # generation and sample quality
-    sample_new_tokens: int = 64
-    temperature: float = 0.8
-    top_k: int = 50
-    top_p: float = 0.95
-    repetition_penalty: float = 1.1
-    max_repeated_4grams: float = 0.3  # share of repeated 4-grams above which a sample fails
+    sample_new_tokens: int = setting(64, "tokens generated per sample", 1, 4096, stage="samples")
+    temperature: float = setting(0.8, "softmax temperature; 0 means greedy", 0.0, 10.0,
+                                 stage="samples")
+    top_k: int = setting(50, "sample among the k likeliest tokens; 0 disables", 0, MAX_VOCAB,
+                         stage="samples")
+    top_p: float = setting(0.95, "nucleus sampling mass; 1 disables", 0.0, 1.0, stage="samples")
+    repetition_penalty: float = setting(1.1, "penalises tokens already produced; 1 disables",
+                                        1.0, 10.0, stage="samples")
+    max_repeated_4grams: float = setting(0.3, "share of repeated 4-grams above which a sample "
+                                         "fails", 0.0, 1.0, stage="samples")
     # budgets (chapter 10)
-    budget_rss_mb: float = 400.0
-    budget_p95_ms: float = 250.0
-    budget_prompt_tokens: int = 16
-    budget_new_tokens: int = 64
+    budget_rss_mb: float = setting(400.0, "peak resident memory of inference, MB", 50, 1_000_000,
+                                   stage="budgets")
+    budget_p95_ms: float = setting(250.0, "95th percentile latency of one request, ms",
+                                   1, 1_000_000, stage="budgets")
+    budget_prompt_tokens: int = setting(16, "prompt length of a budget request", 1, 2048,
+                                        stage="budgets")
+    budget_new_tokens: int = setting(64, "new tokens of a budget request", 1, 4096,
+                                     stage="budgets")
 
     # ------------------------------------------------------------------ helpers
     def to_dict(self) -> dict[str, Any]:
@@ -148,10 +207,11 @@ class Config:
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}",
                 "pick n_head so that n_embd / n_head is a whole number (e.g. 4 heads of 32).",
             )
-        for key, allowed in (("dtype", ("auto", "bf16", "fp32")), ("device", ("auto", "cpu", "cuda"))):
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"{key}={getattr(self, key)!r} is not one of {allowed}",
-                                  f"set {key} to one of {', '.join(allowed)}.")
+        for f in _FIELDS:
+            allowed, value = f.metadata["choices"], getattr(self, f.name)
+            if allowed and value not in allowed:
+                raise ConfigError(f"{f.name}={value!r} is not one of {allowed}",
+                                  f"set {f.name} to one of {', '.join(allowed)}.")
         if self.corpus_url and len(self.corpus_sha256) != 64:
             raise ConfigError(
                 "corpus_url is set but corpus_sha256 is not a 64-character hex digest",
@@ -182,48 +242,31 @@ class Config:
         return out
 
 
+_FIELDS = dataclasses.fields(Config)
 #: name -> (min, max, what the value does); checked by Config.validate.
 RANGES: dict[str, tuple[float, float, str]] = {
-    "seed": (0, 2**31 - 1, "any non-negative integer"),
-    "bytes_per_language": (10_000, 4_500_000, "the embedded corpus has about 4 MB per language"),
-    "val_fraction": (0.01, 0.5, "share of documents held out for validation"),
-    "max_download_mb": (1, 10_000, "refuse downloads larger than this"),
-    "vocab_size": (260, 65_535, "token ids are stored as uint16"),
-    "block_size": (8, 2048, "context length in tokens"),
-    "n_layer": (1, 48, "transformer blocks"),
-    "n_head": (1, 64, "attention heads"),
-    "n_embd": (16, 4096, "model width"),
-    "dropout": (0.0, 0.9, "dropout probability"),
-    "epochs": (1, 1000, "passes over the training windows"),
-    "batch_size": (1, 4096, "windows per optimizer step"),
-    "learning_rate": (1e-6, 1.0, "peak AdamW learning rate"),
-    "min_lr_ratio": (0.0, 1.0, "final learning rate as a share of the peak"),
-    "warmup_steps": (0, 1_000_000, "steps of linear warmup"),
-    "weight_decay": (0.0, 1.0, "AdamW decoupled weight decay on matrices"),
-    "beta1": (0.0, 0.9999, "AdamW first-moment decay"),
-    "beta2": (0.0, 0.99999, "AdamW second-moment decay"),
-    "grad_clip": (0.0, 1000.0, "max gradient norm; 0 disables clipping"),
-    "threads": (0, 1024, "0 means one per physical core"),
-    "checkpoint_every": (1, 10_000_000, "steps between mid-epoch checkpoints"),
-    "sample_new_tokens": (1, 4096, "tokens generated per sample"),
-    "temperature": (0.0, 10.0, "0 means greedy"),
-    "top_k": (0, 65_535, "0 disables top-k"),
-    "top_p": (0.0, 1.0, "nucleus sampling mass; 1 disables"),
-    "repetition_penalty": (1.0, 10.0, "1 disables"),
-    "max_repeated_4grams": (0.0, 1.0, "share of repeated 4-grams allowed in a sample"),
-    "budget_rss_mb": (50, 1_000_000, "peak resident memory of inference, MB"),
-    "budget_p95_ms": (1, 1_000_000, "95th percentile latency of one request, ms"),
-    "budget_prompt_tokens": (1, 2048, "prompt length of a budget request"),
-    "budget_new_tokens": (1, 4096, "new tokens of a budget request"),
-}
-
+    f.name: (*f.metadata["range"], f.metadata["why"]) for f in _FIELDS if f.metadata["range"]}
 #: Settings that may differ when a run is resumed; any other difference is refused.
-RESUMABLE_CHANGES = {
-    "name", "epochs", "checkpoint_every", "threads", "compile", "device",
-    "sample_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
-    "max_repeated_4grams", "budget_rss_mb", "budget_p95_ms", "budget_prompt_tokens",
-    "budget_new_tokens", "max_download_mb",
-}
+RESUMABLE_CHANGES = frozenset(f.name for f in _FIELDS if f.metadata["resumable"])
+#: Settings that change the corpus (the corpus stage's fingerprint).
+CORPUS_KEYS = tuple(f.name for f in _FIELDS if f.metadata["stage"] == "corpus")
+#: Settings that do not change what training produces (sampling, budgets, speed knobs).
+NOT_TRAINING = tuple(f.name for f in _FIELDS if f.metadata["stage"] not in TRAINING_STAGES)
+
+
+def describe(name: str) -> str:
+    """One line of help for a setting: its default, its valid values and what it does.
+
+    >>> describe("n_layer")
+    'default 3; range 1..48: transformer blocks'
+    """
+    facts = next(f.metadata for f in _FIELDS if f.name == name)
+    text = f"default {getattr(Config(), name)!r}"
+    if facts["range"]:
+        text += "; range {}..{}".format(*facts["range"])
+    if facts["choices"]:
+        text += f"; one of {', '.join(facts['choices'])}"
+    return f"{text}: {facts['why']}"
 
 
 def check_resume(old: Config, new: Config, remedy: str = "") -> dict[str, list]:

@@ -10,7 +10,8 @@ version was 1.5x faster than fused fp32 (benchmarks/README.md). Dropout, when en
 on the embeddings and on each residual branch, not on the attention probabilities: on a CPU
 drawing those T x T random masks cost a quarter of every training step.
 
->>> model = GPT(GPTConfig(vocab_size=512, block_size=32, n_layer=2, n_head=2, n_embd=32))
+>>> model = GPT(GPTConfig(vocab_size=512, block_size=32, n_layer=2, n_head=2, n_embd=32,
+...                        dropout=0.0))
 >>> logits, loss = model(torch.zeros(1, 8, dtype=torch.long))
 >>> tuple(logits.shape)
 (1, 8, 512)
@@ -18,21 +19,35 @@ drawing those T x T random masks cost a quarter of every training step.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from tinylm.config import Config
+
 
 @dataclass
 class GPTConfig:
-    vocab_size: int = 4096
-    block_size: int = 128
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
+    """The model settings of a run's ``Config``, the only ones the GPT reads.
+
+    Their defaults, ranges and meaning are those of ``tinylm.config.Config``; this class has
+    no defaults of its own, so a model cannot silently differ from the run that made it.
+    Checkpoints store ``to_dict()`` and rebuild it with ``GPTConfig(**saved)``.
+    """
+
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "GPTConfig":
+        """The model settings of a run's configuration."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -20,20 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.checkpoint import RunLock, sha256_file, write_json
-from tinylm.config import RESUMABLE_CHANGES, Config, check_resume, command_flags
+from tinylm.config import (CORPUS_KEYS, NOT_TRAINING, RESUMABLE_CHANGES, Config, check_resume,
+                           command_flags)
 from tinylm.errors import (CheckpointError, PrerequisiteError, TinyLMError, TokenizerError,
                            TrainingError)
 
-CORPUS_KEYS = ("languages", "bytes_per_language", "val_fraction", "corpus_path", "corpus_language",
-               "corpus_url", "corpus_sha256", "seed")
 #: The files each stage writes; a stage missing one is not fresh, whatever its fingerprint.
 OUTPUTS = {"corpus": ("train.txt", "val.txt", "stats.json"), "tokenizer": ("tokenizer.json",),
            "tokens": ("train.bin", "val.bin", "meta.json"), "train": ("final.pt",)}
-#: Settings that do not change what training produces (sampling, budgets, speed knobs).
-NOT_TRAINING = ("name", "checkpoint_every", "threads", "compile", "device", "sample_new_tokens",
-                "temperature", "top_k", "top_p", "repetition_penalty", "max_repeated_4grams",
-                "budget_rss_mb", "budget_p95_ms", "budget_prompt_tokens", "budget_new_tokens",
-                "max_download_mb")
 
 
 def _digest(obj: Any) -> str:

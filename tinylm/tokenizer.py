@@ -23,10 +23,9 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from tinylm.checkpoint import atomic_write_bytes, atomic_write_text, write_json
+from tinylm.config import MAX_VOCAB
 from tinylm.corpus import EOT, SPLITS, lang_tag, read_documents
 from tinylm.errors import TokenizerError
-
-MAX_VOCAB = 65_535  # token ids are stored as uint16
 
 
 def train_tokenizer(corpus_dir: Path, vocab_size: int, languages: list[str], out_dir: Path,

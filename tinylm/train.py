@@ -110,9 +110,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         torch.manual_seed(cfg.seed)
-        self.model_config = GPTConfig(vocab_size=cfg.vocab_size, block_size=cfg.block_size,
-                                      n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
-                                      dropout=cfg.dropout)
+        self.model_config = GPTConfig.from_config(cfg)
         self.model = GPT(self.model_config).to(self.device)
         self.optimizer = self.model.configure_optimizer(cfg.learning_rate, cfg.weight_decay,
                                                         (cfg.beta1, cfg.beta2))

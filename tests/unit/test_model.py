@@ -4,7 +4,7 @@ import torch
 from tinylm.generate import _candidates, generate_ids
 from tinylm.model import GPT, GPTConfig, KVCache
 
-CFG = GPTConfig(vocab_size=300, block_size=24, n_layer=2, n_head=2, n_embd=32)
+CFG = GPTConfig(vocab_size=300, block_size=24, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
 
 
 def make_model(seed: int = 0) -> GPT:
