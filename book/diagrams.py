@@ -1,9 +1,9 @@
-"""The book's diagrams: how the pieces fit, drawn from numbers and strings, not from a run.
+"""The book's diagrams: ideas drawn from a few numbers and strings, not charts of a run.
 
 Chapters import this file as ``import diagrams`` (they run in ``book/``). What takes a
-library object (a tokenizer, a model, a config's schedule, a run's metrics) is charted by
+library object (a tokenizer, a model, a sampler, a run's metrics) is charted by
 ``tinylm.plots``; what only illustrates an idea is drawn here, in the same colours
-(``KIND_COLORS``: data, model, training, evaluation) so that figures and diagrams read alike.
+(``KIND_COLORS``: data, model, training, evaluation) so that charts and diagrams read alike.
 
 Each function returns a matplotlib ``Figure``, most drawn in data coordinates on a hidden
 axis with ``_box`` and ``_arrow``; like the library's charts, pyplot does not keep it, so a
@@ -110,15 +110,15 @@ def bpe_merges(steps: Sequence[Sequence[str]], merges: Sequence[tuple[str, str]]
         if r == 0:
             label = f"start: {len(tokens)} tokens, one per character"
         else:
-            a, b = merges[r - 1]
-            label = (f"merge {r}: '{visible_whitespace(a)}' + '{visible_whitespace(b)}' -> '{visible_whitespace(a + b)}'"
-                     f"   ({len(tokens)} tokens)")
+            a, b = (visible_whitespace(t) for t in merges[r - 1])
+            label = f"merge {r}: '{a}' + '{b}' -> '{a}{b}'   ({len(tokens)} tokens)"
         ax.text(0.2, y + 0.52, label, fontsize=9, va="bottom")
         x = 0.2
         new = "".join(merges[r - 1]) if r else None
         for tok in tokens:
             w = len(tok) * unit
-            _box(ax, x + 0.02, y, w - 0.04, 0.45, visible_whitespace(tok), fill=cmap(min(0.15 + 0.17 * len(tok), 0.9)),
+            _box(ax, x + 0.02, y, w - 0.04, 0.45, visible_whitespace(tok),
+                 fill=cmap(min(0.15 + 0.17 * len(tok), 0.9)),
                  edge="#d62728" if tok == new else "#666666", lw=2.0 if tok == new else 0.6,
                  size=8, family=MONO, color="white" if len(tok) >= 4 else "black")
             x += w
