@@ -82,14 +82,20 @@ class CausalSelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(config.dropout)
         mask = torch.ones(config.block_size, config.block_size, dtype=torch.bool).tril()
         self.register_buffer("causal", mask, persistent=False)
+        self.keep_probs = False  # set by GPT.attention_maps, which reads self.probs
+        self.probs: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if q.dtype == torch.bfloat16 and cache is None:  # under autocast: bf16 matmuls, fp32 softmax
+        # by hand under autocast (bf16 matmuls, fp32 softmax), and when asked for the probabilities,
+        # which the fused kernel does not return
+        if cache is None and (q.dtype == torch.bfloat16 or self.keep_probs):
             att = (q @ k.transpose(-2, -1)).float() * (1.0 / math.sqrt(k.size(-1)))
             att = att.masked_fill(~self.causal[:T, :T], float("-inf")).softmax(dim=-1)
+            if self.keep_probs:
+                self.probs = att.detach()
             y = att.to(v.dtype) @ v
             return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
         with torch.autocast(device_type=x.device.type, enabled=False):
@@ -184,6 +190,28 @@ class GPT(nn.Module):
                                reduction=reduction)
         return logits, loss
 
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """Where each token looks: the attention probabilities of every layer for ``idx`` (B, T).
+
+        Returns one ``(B, n_head, T, T)`` tensor per layer; row ``t`` sums to 1 over the
+        positions ``s <= t``. They are kept by the model's own forward pass, which computes
+        attention by hand while they are asked for (as it does under bf16 autocast), so the
+        maps are those of the real blocks; dropout is off meanwhile, and training never pays.
+        """
+        attns = [block.attn for block in self.blocks]
+        was_training = self.training
+        self.eval()
+        try:
+            for attn in attns:
+                attn.keep_probs = True
+            self(idx)
+            return [attn.probs for attn in attns]
+        finally:
+            for attn in attns:
+                attn.keep_probs, attn.probs = False, None
+            self.train(was_training)
+
     # ------------------------------------------------------------------ sizes
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameters, counting the tied embedding once; optionally without embeddings."""
@@ -191,6 +219,23 @@ class GPT(nn.Module):
         if non_embedding:
             n -= self.wte.weight.numel() + self.wpe.weight.numel()
         return n
+
+    def num_params_by_part(self) -> dict[str, int]:
+        """Parameters by part of the model; they add up to ``num_params()``.
+
+        >>> model = GPT(GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=1, n_embd=2))
+        >>> model.num_params_by_part()["MLP"]  # 2 -> 8 -> 2 with biases: 2*8 + 8 + 8*2 + 2
+        42
+        """
+        parts = {"token embedding (= output head)": 0, "position embedding": 0,
+                 "attention (qkv + projection)": 0, "MLP": 0, "LayerNorm": 0}
+        for name, p in self.named_parameters():  # the tied head appears once, as wte
+            part = ("token embedding (= output head)" if name.startswith("wte") else
+                    "position embedding" if name.startswith("wpe") else
+                    "attention (qkv + projection)" if ".attn." in name else
+                    "MLP" if ".mlp." in name else "LayerNorm")
+            parts[part] += p.numel()
+        return parts
 
     def flops_per_token(self, training: bool = True) -> float:
         """Matmul FLOPs per token: 2 per weight forward (x3 with backward) plus attention.

@@ -112,3 +112,40 @@ def test_bf16_training_path_matches_fp32():
         logits, loss = model(x, y)
     assert abs(loss.item() - ref_loss.item()) < 0.02
     assert (logits.float().softmax(-1) - ref_logits.softmax(-1)).abs().max() < 0.02
+
+
+def test_attention_maps_are_the_probabilities_the_forward_pass_uses():
+    model = make_model(4)
+    B, T, C, H = 2, 20, CFG.n_embd, CFG.n_head
+    x = torch.randint(0, CFG.vocab_size, (B, T))
+    seen = {}  # each attention layer's input and output in the normal forward (fused kernel)
+    hooks = [block.attn.register_forward_hook(lambda m, args, out, i=i: seen.update({i: (args[0], out)}))
+             for i, block in enumerate(model.blocks)]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    model.train()
+    maps = model.attention_maps(x)
+    assert model.training and len(maps) == CFG.n_layer
+    for i, (probs, block) in enumerate(zip(maps, model.blocks)):
+        assert probs.shape == (B, H, T, T)
+        assert torch.all(probs.triu(1) == 0)  # causal: nothing on later tokens
+        assert torch.allclose(probs.sum(-1), torch.ones(B, H, T))
+        assert block.attn.probs is None and not block.attn.keep_probs  # training keeps nothing
+        layer_in, layer_out = seen[i]
+        with torch.no_grad():
+            v = block.attn.qkv(layer_in)[..., 2 * C:].view(B, T, H, C // H).transpose(1, 2)
+            mixed = block.attn.proj((probs @ v).transpose(1, 2).reshape(B, T, C))
+        assert torch.allclose(mixed, layer_out, atol=1e-5)
+
+
+def test_parameters_by_part_follow_the_closed_form():
+    model = make_model()
+    V, T, L, C = CFG.vocab_size, CFG.block_size, CFG.n_layer, CFG.n_embd
+    parts = model.num_params_by_part()
+    assert parts == {"token embedding (= output head)": V * C, "position embedding": T * C,
+                     "attention (qkv + projection)": L * (4 * C * C + 4 * C),  # qkv, proj, biases
+                     "MLP": L * (8 * C * C + 5 * C),  # C -> 4C -> C, biases
+                     "LayerNorm": L * 2 * 2 * C + 2 * C}  # two per block and the final one
+    assert sum(parts.values()) == model.num_params()
