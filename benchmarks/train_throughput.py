@@ -7,6 +7,7 @@ bf16 matmul rates.
 
     python benchmarks/train_throughput.py                 # default shape, 5 rounds
     python benchmarks/train_throughput.py --rounds 3 --vocab-size 2048 --json out.json
+    python benchmarks/train_throughput.py --without keep_freed_memory   # what one setting buys
 
 The reference is what a tutorial would write: fp32, eager, ``torch.optim.AdamW`` with its
 defaults, no allocator tuning. Both see the same random token batches.
@@ -69,6 +70,15 @@ def worker(a: argparse.Namespace) -> dict:
         tc = Config(**_model_args(a), batch_size=a.batch_size, languages=["en"], threads=a.threads,
                     dtype=a.dtype, compile=a.compile)
         setup_process(a.threads)  # what the tinylm command does before it trains
+        if a.undo == "keep_freed_memory":  # glibc's defaults again: return freed memory to the OS
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-4, 65536)  # M_MMAP_MAX
+            libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
+            libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+        elif a.undo == "flush_denormal":
+            torch.set_flush_denormal(False)
         trainer = Trainer(tc, tmp, tmp / "out", progress=False)
 
         def step(batch):
@@ -104,6 +114,9 @@ def matmul_rate(dtype_name: str, threads: int, n: int = 1024, reps: int = 20) ->
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worker", choices=["reference", "tinylm"], help=argparse.SUPPRESS)
+    p.add_argument("--undo", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--without", choices=["keep_freed_memory", "flush_denormal"], default=None,
+                   help="also time tinylm without this process setting (a third worker)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
@@ -128,14 +141,17 @@ def main() -> None:
     passthrough = [arg for arg in sys.argv[1:] if not arg.startswith("--json")]
     if a.json and a.json in passthrough:
         passthrough.remove(a.json)
-    results: dict[str, list[dict]] = {"reference": [], "tinylm": []}
+    without = f"tinylm without {a.without}" if a.without else None
+    results: dict[str, list[dict]] = {"reference": [], "tinylm": []} | ({without: []} if without else {})
     for r in range(a.rounds):
-        for who in ("reference", "tinylm"):
-            out = subprocess.run([sys.executable, __file__, "--worker", who, *passthrough],
-                                 capture_output=True, text=True, check=True)
+        for who in results:
+            cmd = [sys.executable, __file__, "--worker", who.split()[0], *passthrough]
+            if who == without:
+                cmd += ["--undo", a.without]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             res = json.loads(out.stdout.strip().splitlines()[-1])
             results[who].append(res)
-            print(f"round {r + 1}: {who:9} {res['tokens_per_s']:9.0f} tok/s  "
+            print(f"round {r + 1}: {who:30} {res['tokens_per_s']:9.0f} tok/s  "
                   f"{res['step_ms']:7.1f} ms/step", flush=True)
     med = {w: statistics.median(x["tokens_per_s"] for x in v) for w, v in results.items()}
     fp32, bf16 = matmul_rate("fp32", a.threads), matmul_rate("bf16", a.threads)
@@ -150,6 +166,8 @@ def main() -> None:
                 "tinylm_vs_fp32": med["tinylm"] * flops / fp32},
         "tinylm_warmup_s": statistics.median(x["warmup_s"] for x in results["tinylm"]),
     }
+    if without:
+        summary[f"ratio_tinylm_to_{without.replace(' ', '_')}"] = med["tinylm"] / med[without]
     print(json.dumps(summary, indent=2))
     if a.json:
         with open(a.json, "w") as f:

@@ -1,6 +1,7 @@
 """The chapters as files: what the pipeline, papermill and the book build rely on.
 
-Executing the chapters is nbmake's job (``pytest --nbmake book``); these tests check the
+Executing the chapters is the pipeline test's job (tests/integration/test_pipeline.py runs
+all ten, with papermill, in a run directory of its own); these tests check the
 contract that execution does not: chapters are committed clean (no outputs, no execution
 counts), each declares the parameters the pipeline injects, and the table of contents lists
 the same ten chapters, in the same order, as ``tinylm.pipeline.CHAPTERS``.

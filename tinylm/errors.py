@@ -1,7 +1,7 @@
 """Errors a user can cause, each with an exit code and a remedy.
 
 The CLI prints ``message`` and ``remedy`` and exits with ``exit_code``; it never shows a
-traceback unless ``--debug`` is given. Exit codes follow DESIGN.md:
+traceback unless ``--debug`` is given. Exit codes (ARCHITECTURE.md):
 1 prerequisites/config, 2 corpus, 3 tokenizer, 4 training, 5 validation/budgets,
 130 interrupted (the shell convention for SIGINT).
 """

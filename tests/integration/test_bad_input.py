@@ -1,5 +1,5 @@
-"""Bad input: every case exits with the code of DESIGN.md (1 configuration/prerequisites,
-2 corpus, 3 tokenizer, 4 training), prints what happened and what to do, never a
+"""Bad input: every case exits with its documented code (ARCHITECTURE.md: 1 configuration/
+prerequisites, 2 corpus, 3 tokenizer, 4 training), prints what happened and what to do, never a
 traceback, touches nothing outside the run directory and leaves existing checkpoints intact.
 
 Most cases run the real ``tinylm`` command in a subprocess against a copy of a finished
@@ -218,6 +218,18 @@ def test_generate_works_on_the_fixture(ws):
     out = subprocess.run([*CLI, "generate", "--output-dir", str(ws / "run"), "--prompt", "And the",
                           "--max-new-tokens", "5"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.startswith("And the"), out.stderr[-2000:]
+
+
+def test_evaluating_an_unfinished_run_is_refused_not_trained(ws):
+    """A run stopped mid-training (no final.pt) is not silently trained to the end."""
+    run = ws / "run"
+    (run / "checkpoints" / "final.pt").unlink()
+    (run / "checkpoints" / "final.pt.sha256").unlink()
+    before = snapshot(run)
+    tinylm(ws, "evaluate", "--output-dir", str(run), expect=4,
+           says=["has no final model: it has not finished training"],
+           remedy=["finish it first (tinylm train --preset quick", "--resume)"])
+    assert snapshot(run) == before
 
 
 def test_prompt_longer_than_the_model_context(ws):
