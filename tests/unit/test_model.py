@@ -55,6 +55,18 @@ def test_generation_with_cache_equals_without_even_past_the_context():
         assert len(with_cache) == 40
 
 
+def test_generation_past_the_context_re_encodes_rarely():
+    """Once the context is full, the cache keeps its last half and goes on one token at a
+    time: about two tokens through the model per new token, not block_size of them."""
+    model = make_model(1)
+    fed = []
+    model.register_forward_pre_hook(lambda module, args: fed.append(args[0].size(1)))
+    new = generate_ids(model, list(range(1, 11)), 200, seed=3)
+    assert len(new) == 200 and fed[0] == 10 and max(fed) <= CFG.block_size
+    # every block_size - block_size // 2 + 1 = 13 new tokens cost block_size = 24 fed ones
+    assert sum(fed) <= 10 + 2 * 200  # re-encoding the whole block per token would be ~4,600
+
+
 def test_generation_is_seeded_and_stops_at_stop_token():
     model = make_model(2)
     a = generate_ids(model, [1, 2, 3], 30, seed=5)
