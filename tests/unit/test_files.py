@@ -27,16 +27,34 @@ def _temps(folder: Path) -> list[Path]:
 
 
 # ----------------------------------------------------------------- atomic writes
-def test_atomic_write_gives_normal_permissions_and_no_leftovers(tmp_path):
-    old = os.umask(0o022)
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_atomic_write_gives_normal_permissions_and_no_leftovers(tmp_path, umask, mode):
+    old = os.umask(umask)
     try:
         atomic_write_bytes(tmp_path / "a" / "x.bin", b"data")
     finally:
         os.umask(old)
     path = tmp_path / "a" / "x.bin"
     assert path.read_bytes() == b"data"
-    assert path.stat().st_mode & 0o777 == 0o666 & ~checkpoint._UMASK
+    assert path.stat().st_mode & 0o777 == mode  # what open() would have made, not mkstemp's 0600
     assert _temps(tmp_path) == []
+
+
+def test_neither_import_nor_writing_touches_the_process_umask(tmp_path):
+    """The umask can only be read by setting it, for every thread at once: a file another
+    thread created meanwhile would get the wrong permissions."""
+    code = textwrap.dedent("""
+        import os, sys
+        calls = []
+        real = os.umask
+        os.umask = lambda mask: calls.append(mask) or real(mask)
+        from tinylm.checkpoint import atomic_write_bytes
+        atomic_write_bytes(sys.argv[1], b"x")
+        print(calls)
+    """)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.bin")], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 _PAUSED_SAVE = textwrap.dedent("""
