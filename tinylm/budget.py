@@ -51,7 +51,8 @@ def check_budgets(measured: dict, rss_mb: float, p95_ms: float) -> dict:
     return {"measured": measured, "checks": checks, "passed": all(c["passed"] for c in checks)}
 
 
-def raise_if_failed(report: dict) -> None:
+def raise_if_budget_failed(report: dict) -> None:
+    """Stop with ``ValidationError`` (exit 5) naming each exceeded budget and its remedy."""
     failed = [c for c in report["checks"] if not c["passed"]]
     if failed:
         what = "; ".join(f"{c['name']} {c['value']:.1f} {c['unit']} > {c['limit']:.0f}" for c in failed)

@@ -168,7 +168,7 @@ def training_checks(metrics: dict, max_val_loss: float = 5.0, max_gap: float = 0
     return {"checks": checks, "passed": all(c["passed"] for c in checks)}
 
 
-def raise_if_failed(checks: dict, samples: dict, samples_path: str = "samples.json") -> None:
+def raise_if_checks_failed(checks: dict, samples: dict, samples_path: str = "samples.json") -> None:
     """Stop with ``ValidationError`` (exit 5) when a training check or a sample failed."""
     from tinylm.errors import ValidationError
 

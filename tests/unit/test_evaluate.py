@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tinylm.data import TokenDataset
-from tinylm.evaluate import evaluate
+from tinylm.errors import ValidationError
+from tinylm.evaluate import evaluate, raise_if_checks_failed, training_checks
 
 
 class KnownLoss(torch.nn.Module):
@@ -34,3 +35,20 @@ def test_bits_per_byte_is_total_nats_over_total_bytes():
     nbytes = 49 / 0.25 + 51 / 0.5  # 196 + 102
     assert out["loss"] == pytest.approx(nats / 100)
     assert out["bpb"] == pytest.approx(nats / nbytes / math.log(2))  # 0.978, not 1.100
+
+
+def epoch(train: float, val: float) -> dict:
+    return {"train_loss": train, "val_loss": val}
+
+
+def test_failed_training_checks_or_samples_stop_with_exit_5():
+    good = training_checks({"history": [epoch(4.0, 4.1), epoch(3.0, 3.2)]})
+    samples = {"passed": True}
+    raise_if_checks_failed(good, samples)  # nothing failed
+    overfit = training_checks({"history": [epoch(4.0, 4.1), epoch(2.0, 3.0)]})
+    assert [c["passed"] for c in overfit["checks"]] == [True, False, True]
+    with pytest.raises(ValidationError, match=r"training checks failed: validation - training loss = 1\.000"):
+        raise_if_checks_failed(overfit, samples)
+    with pytest.raises(ValidationError, match="see runs/x/samples.json") as err:
+        raise_if_checks_failed(good, {"passed": False}, "runs/x/samples.json")
+    assert err.value.exit_code == 5 and "--repetition-penalty" in err.value.remedy
