@@ -94,10 +94,11 @@ def test_init_and_sizes():
     model = make_model()
     # tied embeddings: the output head is the input embedding
     assert model.head.weight.data_ptr() == model.wte.weight.data_ptr()
-    n = sum(p.numel() for p in model.parameters())
-    assert model.num_params() == n
-    d, L = CFG.n_embd, CFG.n_layer
-    assert model.num_params(non_embedding=True) == n - CFG.vocab_size * d - CFG.block_size * d
+    # d = 32: a block is qkv 3d^2 + 3d, proj d^2 + d, fc 4d^2 + 4d, proj 4d^2 + d and two
+    # LayerNorms 4d, so 12d^2 + 13d = 12,704; then the final LayerNorm 2d = 64, the token
+    # embedding 300 * 32 = 9,600 (counted once: the head is the same matrix), positions 24 * 32
+    assert model.num_params() == 2 * 12_704 + 64 + 9_600 + 768  # 35,840
+    assert model.num_params(non_embedding=True) == 2 * 12_704 + 64
     # residual projections start smaller than the other matrices (scaled by 1/sqrt(2L))
     assert model.blocks[0].attn.proj.weight.std() < 0.75 * model.blocks[0].attn.qkv.weight.std()
     # at init the loss is close to ln(vocab): the model knows nothing yet
