@@ -19,7 +19,7 @@ import os
 import pickle
 import re
 import sys
-import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,29 +30,33 @@ FORMAT = 1  # bump when the checkpoint layout changes incompatibly
 TMP_SUFFIX = ".tmp"  # temporary files are ".<name>.<random>.tmp" beside their target
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _new_temp_file(path: Path) -> tuple[int, Path]:
+    """Create ``.<name>.<random>.tmp`` beside ``path``, open for writing.
 
-
-_UMASK = _read_umask()  # read once: os.umask is process-wide, not safe to flip per write
+    Created with mode 0666 like any file, so the kernel applies the umask: mkstemp would
+    make it 0600, and the umask can only be read by setting it, for every thread at once.
+    """
+    while True:
+        tmp = path.parent / f".{path.name}.{os.urandom(4).hex()}{TMP_SUFFIX}"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    fd, tmp = _new_temp_file(path)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)  # make the rename itself survive a power cut
 
@@ -210,71 +214,80 @@ def load_resume_state(ckpt_dir: Path, map_location: Any = "cpu",
 class RunLock:
     """An exclusive lock on a run directory: ``with RunLock(run_dir): ...``.
 
-    The lock file holds the owner's pid and start time; a lock whose process is gone (or
-    whose pid now belongs to another process) is stale and is taken over, so a run killed
-    with SIGKILL does not block the next one; the temporary files the dead run left are
-    removed then. Inside one process the lock is shared and re-entrant (``Run.train`` holds
-    it while ``Trainer.fit`` takes it again). A process whose parent holds the lock (the
-    pipeline running a chapter in a Jupyter kernel) names that parent in
-    ``TINYLM_LOCK_PID`` and shares the lock instead of refusing.
+    The kernel keeps it: ``flock`` on the ``.lock`` file, which the kernel releases however
+    the holder ends, so a run killed with SIGKILL does not block the next one and two
+    processes never both take it. The file holds the holder's pid for the error message;
+    the holder deletes it on release, so a pid found there by the next holder is a dead
+    run's, and only then is it safe to remove the temporary files that run left. Inside one
+    process the lock is shared and re-entrant (``Run.train`` holds it while ``Trainer.fit``
+    takes it again). A process whose parent holds the lock (the pipeline running a chapter
+    in a Jupyter kernel) names that parent in ``TINYLM_LOCK_PID`` and shares the lock
+    instead of refusing.
     """
 
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / ".lock"
-        self.held = False  # this object created the lock file
+        self._fd: int | None = None  # the locked file while this object holds the lock
         self._depth = 0
-        self._shared = False
+
+    @property
+    def held(self) -> bool:
+        """This object holds the lock (not merely shares it with its process or parent)."""
+        return self._fd is not None
 
     def acquire(self) -> None:
-        """Create the lock file, or raise ``PrerequisiteError`` if a live process holds it."""
-        folder = self.path.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        me = f"{os.getpid()} {_start_time(os.getpid())}\n"
-        for _ in range(3):
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".lock.", suffix=TMP_SUFFIX)
-            try:
-                with os.fdopen(fd, "w") as f:
-                    f.write(me)
-                os.link(tmp, self.path)  # atomic, fails if the lock exists; never half-written
-                self.held = True
-                return
-            except FileExistsError:
-                pid, start = self._owner()
-                if pid is not None and not _ours(pid) and _alive(pid, start):
-                    raise PrerequisiteError(
-                        f"run directory {folder} is in use by process {pid}",
-                        f"wait for it to finish, stop it (kill -INT {pid} saves a checkpoint "
-                        "first), or use another --output-dir.") from None
-                self.path.unlink(missing_ok=True)  # stale: its owner is dead
-                remove_temp_files(folder)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
-        raise PrerequisiteError(f"could not lock {folder}", f"remove {self.path} if no run uses it.")
+        """Take the lock, share it if this process or its parent holds it, or raise
+        ``PrerequisiteError`` naming the process that holds it."""
+        import fcntl  # POSIX only: imported here so the rest of the module works anywhere
 
-    def _owner(self) -> tuple[int | None, float | None]:
-        try:
-            fields = self.path.read_text().split()
-            return int(fields[0]), (float(fields[1]) if len(fields) > 1 else None)
-        except (OSError, ValueError, IndexError):
-            return None, None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + 1.0
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                pid = _pid_in(fd)
+                os.close(fd)
+                if not isinstance(exc, BlockingIOError):
+                    raise PrerequisiteError(f"cannot lock {self.path}: {exc.strerror}",
+                                            "use an --output-dir on a local disk.") from None
+                if pid is not None and _ours(pid):
+                    return
+                if (pid is None or not _alive(pid)) and time.monotonic() < deadline:
+                    time.sleep(0.001)  # a new holder writes its pid over the dead one's next
+                    continue
+                who = f"process {pid}" if pid is not None else "another process"
+                raise PrerequisiteError(
+                    f"run directory {self.path.parent} is in use by {who}",
+                    f"wait for it to finish, stop it (kill -INT {pid or 'PID'} saves a checkpoint "
+                    "first), or use another --output-dir.") from None
+            if _is_file_at(fd, self.path):
+                break
+            os.close(fd)  # the holder released and deleted this file after we opened it
+        if _pid_in(fd) is not None:  # left by a run that died holding the lock
+            remove_temp_files(self.path.parent)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
 
     def release(self) -> None:
-        if self.held and self._owner()[0] == os.getpid():
-            self.path.unlink(missing_ok=True)
-        self.held = False
+        if self._fd is None:
+            return
+        if _is_file_at(self._fd, self.path):  # delete before unlocking: no one else's file
+            self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
 
     def __enter__(self) -> "RunLock":
         if self._depth == 0:
-            owner = self._owner()[0] if self.path.exists() else None
-            self._shared = owner is not None and _ours(owner)
-            if not self._shared:
-                self.acquire()
+            self.acquire()
         self._depth += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._depth -= 1
-        if self._depth == 0 and not self._shared:
+        if self._depth == 0:
             self.release()
 
 
@@ -292,27 +305,30 @@ def _ours(pid: int) -> bool:
     return pid == os.getpid() or str(pid) == os.environ.get("TINYLM_LOCK_PID")
 
 
-def _start_time(pid: int) -> float | None:
-    try:
-        import psutil
-
-        return psutil.Process(pid).create_time()
-    except Exception:  # no psutil, no such process, no permission
-        return None
-
-
-def _alive(pid: int, start: float | None = None) -> bool:
-    """Is ``pid`` running, and is it the process that took the lock (not a reused pid)?"""
-    if pid <= 0:
-        return False
+def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # someone else's process
         pass
-    if start is not None:
-        now = _start_time(pid)
-        if now is not None and abs(now - start) > 1.0:
-            return False
     return True
+
+
+def _pid_in(fd: int) -> int | None:
+    """The pid written in a lock file, or None if it is empty or garbled."""
+    try:
+        pid = int(os.pread(fd, 32, 0).split()[0])
+    except (ValueError, IndexError):
+        return None
+    return pid if pid > 0 else None
+
+
+def _is_file_at(fd: int, path: Path) -> bool:
+    """Is the open file ``fd`` the file now at ``path`` (not one deleted since)?"""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    here = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino)

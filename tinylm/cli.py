@@ -219,9 +219,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tinylm.budget import raise_if_failed
-    from tinylm.evaluate import raise_if_failed as raise_checks_failed
-    from tinylm.evaluate import training_checks
+    from tinylm.budget import raise_if_budget_failed
+    from tinylm.evaluate import raise_if_checks_failed, training_checks
 
     run = _load_run(args)
     with run.locked():
@@ -231,8 +230,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         samples = run.samples()
         budgets = run.budgets(args.requests)
     _summary(run, checks)
-    raise_checks_failed(checks, samples, str(run.samples_path))
-    raise_if_failed(budgets)
+    raise_if_checks_failed(checks, samples, str(run.samples_path))
+    raise_if_budget_failed(budgets)
     return 0
 
 

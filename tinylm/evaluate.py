@@ -26,7 +26,8 @@ def evaluate(model: torch.nn.Module, dataset: TokenDataset, spans: list, languag
 
     Returns ``{"loss", "perplexity", "bpb", "by_lang": {lang: {"loss", "perplexity", "bpb",
     "tokens"}}}``. ``spans`` (from the token stage's meta.json) map stream positions to
-    languages; ``tokens_per_byte`` converts nats per token into bits per byte.
+    languages; ``tokens_per_byte`` converts nats per token into bits per byte: a language's
+    tokens stand for tokens / tokens_per_byte bytes.
     """
     was_training = model.training
     model.eval()
@@ -47,9 +48,12 @@ def evaluate(model: torch.nn.Module, dataset: TokenDataset, spans: list, languag
         if counts[i]:
             mean = sums[i] / counts[i]
             by_lang[lang] = _figures(mean, tokens_per_byte.get(lang, math.nan)) | {"tokens": int(counts[i])}
-    total = sums.sum() / max(counts.sum(), 1)
-    overall_tpb = sum(tokens_per_byte.get(l, 0) * counts[i] for i, l in enumerate(languages)) / max(counts.sum(), 1)
-    return _figures(total, overall_tpb) | {"by_lang": by_lang}
+    # All the nats over all the bytes: the mean loss times a mean tokens-per-byte is not
+    # that when the languages differ in both loss and bytes per token.
+    n_tokens = counts.sum()
+    n_bytes = sum(counts[i] / tokens_per_byte.get(l, math.nan) for i, l in enumerate(languages) if counts[i])
+    overall = _figures(sums.sum() / max(n_tokens, 1), n_tokens / n_bytes if n_bytes else 0.0)
+    return overall | {"by_lang": by_lang}
 
 
 def _figures(loss: float, tokens_per_byte: float) -> dict:
@@ -157,7 +161,7 @@ def training_checks(metrics: dict, max_val_loss: float = 5.0, max_gap: float = 0
     return {"checks": checks, "passed": all(c["passed"] for c in checks)}
 
 
-def raise_if_failed(checks: dict, samples: dict, samples_path: str = "samples.json") -> None:
+def raise_if_checks_failed(checks: dict, samples: dict, samples_path: str = "samples.json") -> None:
     """Stop with ``ValidationError`` (exit 5) when a training check or a sample failed."""
     from tinylm.errors import ValidationError
 

@@ -46,8 +46,12 @@ def generate_ids(model: GPT, prompt: list[int], max_new_tokens: int = 64, *,
                  use_cache: bool = True) -> list[int]:
     """Continue ``prompt`` (token ids) by up to ``max_new_tokens``; returns only the new ids.
 
-    With ``use_cache=False`` every step re-runs the whole (cropped) context: slower, and
-    the reference that the cached path must equal token for token.
+    The model sees at most ``block_size`` tokens. When the context is full it drops its
+    older half: positions are absolute, so the cached keys and values are no longer valid
+    and the kept half is re-encoded once; the next block_size / 2 tokens are one-token
+    steps again. (Sliding by one token would re-encode the whole block for every new
+    token.) With ``use_cache=False`` every step re-runs the whole context: slower, and the
+    reference that the cached path must equal token for token.
     """
     if not prompt:
         raise ValueError("the prompt needs at least one token (a language tag)")
@@ -58,12 +62,16 @@ def generate_ids(model: GPT, prompt: list[int], max_new_tokens: int = 64, *,
     ids = torch.tensor([prompt], dtype=torch.long, device=device)
     cache = KVCache(model.config, 1, device) if use_cache else None
     new: list[int] = []
-    pending = ids[:, -block:]  # tokens not yet fed through the model
+    start = max(0, len(prompt) - block)  # the context is ids[start:]
     for _ in range(max_new_tokens):
-        if cache is not None and cache.pos + pending.size(1) > block:
-            cache.reset()  # context full: positions are absolute, so re-encode the last block
-            pending = ids[:, -block:]
-        logits, _ = model(pending if cache is not None else ids[:, -block:], cache=cache)
+        if ids.size(1) - start > block:  # full: keep the newer half
+            start = ids.size(1) - max(1, block // 2)
+            if cache is not None:
+                cache.reset()
+        if cache is not None:  # feed only the tokens the cache has not seen
+            logits, _ = model(ids[:, start + cache.pos:], cache=cache)
+        else:
+            logits, _ = model(ids[:, start:])
         values, candidates = _candidates(logits[:, -1], ids[0, len(prompt):], temperature,
                                          top_k, top_p, repetition_penalty)
         if temperature <= 0:
@@ -72,7 +80,6 @@ def generate_ids(model: GPT, prompt: list[int], max_new_tokens: int = 64, *,
             pick = torch.multinomial(values.softmax(-1).cpu(), 1, generator=gen).to(device)
             token = candidates.gather(1, pick)
         ids = torch.cat([ids, token], dim=1)
-        pending = token
         new.append(int(token))
         if stop_id is not None and new[-1] == stop_id:
             break

@@ -240,11 +240,13 @@ class GPT(nn.Module):
     def flops_per_token(self, training: bool = True) -> float:
         """Matmul FLOPs per token: 2 per weight forward (x3 with backward) plus attention.
 
-        Follows the PaLM appendix: 6N + 12 * L * T * d for a training step at full context.
+        Follows the PaLM appendix and nanoGPT's ``estimate_mfu``: 6N + 12 * L * T * d for a
+        training step at full context. A token's query meets T keys (QK^T) and its
+        attention weights meet T values (AV): T * d multiply-adds each, 4 * T * d FLOPs in all.
         """
         c = self.config
         n = self.num_params() - self.wpe.weight.numel()
-        attn = 2 * c.n_layer * c.block_size * c.n_embd  # QK^T and AV, forward, per token
+        attn = 4 * c.n_layer * c.block_size * c.n_embd  # QK^T and AV, forward, per token
         forward = 2 * n + attn
         return 3 * forward if training else forward
 

@@ -209,9 +209,12 @@ def test_a_second_pipeline_on_a_run_in_use_is_refused(tmp_path, monkeypatch, cap
     monkeypatch.setattr(pipeline, "BOOK_DIR", book)
     run = tmp_path / "run"
     run.mkdir()
-    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    hold = f"import sys\nfrom tinylm.checkpoint import RunLock\nwith RunLock({str(run)!r}):\n" \
+           "    print('locked', flush=True)\n    sys.stdin.read()"
+    owner = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
     try:
-        (run / ".lock").write_text(f"{owner.pid}\n")
+        assert owner.stdout.readline().strip() == "locked"
         rc = cli.main(["pipeline", "--preset", "quick", "--output-dir", str(run), "--chapters", "1",
                        "--quiet"])
     finally:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -28,38 +27,57 @@ def _temps(folder: Path) -> list[Path]:
 
 
 # ----------------------------------------------------------------- atomic writes
-def test_atomic_write_gives_normal_permissions_and_no_leftovers(tmp_path):
-    old = os.umask(0o022)
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_atomic_write_gives_normal_permissions_and_no_leftovers(tmp_path, umask, mode):
+    old = os.umask(umask)
     try:
         atomic_write_bytes(tmp_path / "a" / "x.bin", b"data")
     finally:
         os.umask(old)
     path = tmp_path / "a" / "x.bin"
     assert path.read_bytes() == b"data"
-    assert path.stat().st_mode & 0o777 == 0o666 & ~checkpoint._UMASK
+    assert path.stat().st_mode & 0o777 == mode  # what open() would have made, not mkstemp's 0600
     assert _temps(tmp_path) == []
 
 
-_SLOW_SAVE = textwrap.dedent("""
-    import os, sys, time
+def test_neither_import_nor_writing_touches_the_process_umask(tmp_path):
+    """The umask can only be read by setting it, for every thread at once: a file another
+    thread created meanwhile would get the wrong permissions."""
+    code = textwrap.dedent("""
+        import os, sys
+        calls = []
+        real = os.umask
+        os.umask = lambda mask: calls.append(mask) or real(mask)
+        from tinylm.checkpoint import atomic_write_bytes
+        atomic_write_bytes(sys.argv[1], b"x")
+        print(calls)
+    """)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.bin")], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+_PAUSED_SAVE = textwrap.dedent("""
+    import os, sys
     import torch
     from tinylm.checkpoint import save_checkpoint
 
     real_fdopen = os.fdopen
 
-    class Slow:  # writes large payloads in small pieces, so a kill lands mid-write
+    class Paused:  # stops in the middle of writing the large payload until it is killed
         def __init__(self, f): self.f = f
         def __enter__(self): return self
         def __exit__(self, *a): return self.f.__exit__(*a)
         def write(self, data):
-            for i in range(0, len(data), 1 << 14):
-                self.f.write(data[i:i + (1 << 14)])
+            if len(data) > 100_000:
+                self.f.write(data[:len(data) // 4])
                 self.f.flush()
-                if len(data) > 100_000:
-                    time.sleep(0.02)
+                print("mid-write", flush=True)
+                sys.stdin.readline()
+            self.f.write(data)
         def __getattr__(self, name): return getattr(self.f, name)
 
-    os.fdopen = lambda fd, mode="r", *a, **k: Slow(real_fdopen(fd, mode, *a, **k))
+    os.fdopen = lambda fd, mode="r", *a, **k: Paused(real_fdopen(fd, mode, *a, **k))
     print("saving", flush=True)
     save_checkpoint(sys.argv[1], {"step": 2, "w": torch.ones(400_000)})
     print("saved", flush=True)
@@ -70,20 +88,18 @@ def test_sigkill_during_a_checkpoint_save_keeps_the_previous_checkpoint(tmp_path
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"step": 1, "w": torch.zeros(10)})
     before = path.read_bytes()
-    child = subprocess.Popen([sys.executable, "-c", _SLOW_SAVE, str(path)], stdout=subprocess.PIPE,
-                             text=True)
+    child = subprocess.Popen([sys.executable, "-c", _PAUSED_SAVE, str(path)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not any(t.name.startswith(".last.pt.") and t.stat().st_size > 200_000
-                      for t in _temps(tmp_path)):
-            assert child.poll() is None and time.monotonic() < deadline, "the save never started"
-            time.sleep(0.005)
-        child.send_signal(signal.SIGKILL)
+        assert child.stdout.readline().strip() == "saving"
+        assert child.stdout.readline().strip() == "mid-write", "the save never started"
     finally:
+        child.kill()  # SIGKILL, in the middle of the write
         child.wait()
+        child.stdin.close()
     assert "saved" not in child.stdout.read()
     partial = [t for t in _temps(tmp_path) if t.name.startswith(".last.pt.")]
-    assert len(partial) == 1 and partial[0].stat().st_size < 1_600_000  # cut off mid-write
+    assert len(partial) == 1 and 200_000 < partial[0].stat().st_size < 1_600_000  # cut off mid-write
     assert path.read_bytes() == before  # the real file is the previous one, whole
     state = load_checkpoint(path)
     assert state["step"] == 1 and torch.equal(state["w"], torch.zeros(10))
@@ -246,11 +262,17 @@ _HOLD = textwrap.dedent("""
 """)
 
 
+def _holder(run_dir: Path, **env: str) -> subprocess.Popen:
+    """A process that holds the lock of ``run_dir`` until its stdin is closed."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(run_dir)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, **env})
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
 def test_a_second_process_is_refused_while_the_first_holds_the_lock(tmp_path):
-    first = subprocess.Popen([sys.executable, "-c", _HOLD, str(tmp_path)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+    first = _holder(tmp_path)
     try:
-        assert first.stdout.readline().strip() == "locked"
         second = subprocess.run([sys.executable, "-c", _HOLD, str(tmp_path)], input="",
                                 capture_output=True, text=True, timeout=60)
         assert f"is in use by process {first.pid}" in second.stdout
@@ -279,20 +301,48 @@ def test_stale_locks_are_cleared(tmp_path):
     assert not leftover.exists() and keep.read_bytes() == b"whole"
 
 
+def test_a_sigkilled_holder_does_not_block_the_next_run(tmp_path):
+    holder = _holder(tmp_path)
+    with pytest.raises(PrerequisiteError, match=f"in use by process {holder.pid}"):
+        RunLock(tmp_path).acquire()
+    holder.kill()
+    holder.wait()
+    holder.stdin.close()
+    assert (tmp_path / ".lock").read_text().split()[0] == str(holder.pid)  # left behind
+    with RunLock(tmp_path):
+        assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
+    assert not (tmp_path / ".lock").exists()
+
+
 def test_a_reused_pid_does_not_keep_a_lock_alive(tmp_path):
+    """A lock file naming a live process that does not hold the lock (a dead run's pid,
+    since reused by another program) is taken over: only the kernel's lock counts."""
     other = _sleeper()
     try:
-        started = checkpoint._start_time(other.pid)
-        (tmp_path / ".lock").write_text(f"{other.pid} {started}\n")
-        with pytest.raises(PrerequisiteError, match=f"in use by process {other.pid}"):
-            RunLock(tmp_path).acquire()
-        # same pid, but not the process that took the lock (it started at another time)
-        (tmp_path / ".lock").write_text(f"{other.pid} {started - 3600}\n")
+        (tmp_path / ".lock").write_text(f"{other.pid}\n")
         with RunLock(tmp_path):
             assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_chapter_kernel_shares_the_lock_of_the_pipeline_that_started_it(tmp_path):
+    with RunLock(tmp_path):  # this process plays the pipeline
+        kernel = _holder(tmp_path, TINYLM_LOCK_PID=str(os.getpid()))
+        kernel.stdin.close()
+        assert kernel.wait(timeout=60) == 0
+        assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())  # still ours
+        stranger = subprocess.run([sys.executable, "-c", _HOLD, str(tmp_path)], input="",
+                                  capture_output=True, text=True, timeout=60,
+                                  env={**os.environ, "TINYLM_LOCK_PID": "1"})
+        assert f"is in use by process {os.getpid()}" in stranger.stdout
+
+
+def test_checkpoint_imports_without_fcntl():
+    """Only taking a lock needs fcntl (POSIX); saving and loading work without it."""
+    code = "import sys; sys.modules['fcntl'] = None; import tinylm.checkpoint"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
 def test_a_garbled_lock_file_is_taken_over(tmp_path):
@@ -317,3 +367,65 @@ def test_pickle_module_error_type_is_what_torch_raises(tmp_path):
     torch.save({"x": _Payload(str(tmp_path / "m"))}, path)
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)
+
+
+_RACE = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    from tinylm.checkpoint import RunLock
+    from tinylm.errors import TinyLMError
+    lock = RunLock(sys.argv[1])
+    print("ready", flush=True)
+    os.read(int(sys.argv[2]), 1)  # returns when the parent closes the pipe: all start at once
+    try:
+        lock.acquire()
+    except TinyLMError as exc:
+        print("refused", exc.message, flush=True)
+        sys.exit()
+    Path(sys.argv[1], "checkpoints", f".work.{os.getpid()}.tmp").write_text("a write in progress")
+    print("locked", flush=True)
+    sys.stdin.readline()  # hold it until the parent says so
+    lock.release()
+""")
+
+
+@pytest.mark.parametrize("attempt", range(3))  # a race: each attempt is another chance to lose it
+def test_contenders_for_a_stale_lock_end_with_one_holder_whose_files_survive(tmp_path, attempt):
+    """Processes that find the same dead owner must not delete each other's lock or files.
+
+    The run directory is big, so removing the dead run's temporary files takes a while: a
+    contender still at it once another has taken the lock would delete the new holder's.
+    """
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / ".lock").write_text(f"{dead.pid} 1.0\n")
+    for i in range(300):
+        (tmp_path / f"d{i}").mkdir()
+        for j in range(5):
+            (tmp_path / f"d{i}" / f"f{j}").write_text("x")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / ".last.pt.dead.tmp").write_text("left by the dead run")
+    go, start = os.pipe()
+    contenders = [subprocess.Popen([sys.executable, "-c", _RACE, str(tmp_path), str(go)], pass_fds=[go],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                  for _ in range(4)]
+    os.close(go)
+    try:
+        ready = [c.stdout.readline().strip() for c in contenders]
+    finally:
+        os.close(start)  # every contender tries now
+    try:
+        assert ready == ["ready"] * 4
+        answers = {c.pid: c.stdout.readline().strip() for c in contenders}
+        holders = [pid for pid, answer in answers.items() if answer == "locked"]
+        assert len(holders) == 1, answers
+        (holder,) = holders
+        assert all(answers[pid] == f"refused run directory {tmp_path} is in use by process {holder}"
+                   for pid in answers if pid != holder), answers
+        assert (tmp_path / ".lock").read_text().split()[0] == str(holder)
+        assert _temps(tmp_path) == [tmp_path / "checkpoints" / f".work.{holder}.tmp"]  # the dead run's are gone
+    finally:
+        for c in contenders:
+            c.stdin.close()
+            c.wait(timeout=60)
+    assert not (tmp_path / ".lock").exists()

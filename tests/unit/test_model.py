@@ -55,6 +55,18 @@ def test_generation_with_cache_equals_without_even_past_the_context():
         assert len(with_cache) == 40
 
 
+def test_generation_past_the_context_re_encodes_rarely():
+    """Once the context is full, the cache keeps its last half and goes on one token at a
+    time: about two tokens through the model per new token, not block_size of them."""
+    model = make_model(1)
+    fed = []
+    model.register_forward_pre_hook(lambda module, args: fed.append(args[0].size(1)))
+    new = generate_ids(model, list(range(1, 11)), 200, seed=3)
+    assert len(new) == 200 and fed[0] == 10 and max(fed) <= CFG.block_size
+    # every block_size - block_size // 2 + 1 = 13 new tokens cost block_size = 24 fed ones
+    assert sum(fed) <= 10 + 2 * 200  # re-encoding the whole block per token would be ~4,600
+
+
 def test_generation_is_seeded_and_stops_at_stop_token():
     model = make_model(2)
     a = generate_ids(model, [1, 2, 3], 30, seed=5)
@@ -82,16 +94,28 @@ def test_init_and_sizes():
     model = make_model()
     # tied embeddings: the output head is the input embedding
     assert model.head.weight.data_ptr() == model.wte.weight.data_ptr()
-    n = sum(p.numel() for p in model.parameters())
-    assert model.num_params() == n
-    d, L = CFG.n_embd, CFG.n_layer
-    assert model.num_params(non_embedding=True) == n - CFG.vocab_size * d - CFG.block_size * d
+    # d = 32: a block is qkv 3d^2 + 3d, proj d^2 + d, fc 4d^2 + 4d, proj 4d^2 + d and two
+    # LayerNorms 4d, so 12d^2 + 13d = 12,704; then the final LayerNorm 2d = 64, the token
+    # embedding 300 * 32 = 9,600 (counted once: the head is the same matrix), positions 24 * 32
+    assert model.num_params() == 2 * 12_704 + 64 + 9_600 + 768  # 35,840
+    assert model.num_params(non_embedding=True) == 2 * 12_704 + 64
     # residual projections start smaller than the other matrices (scaled by 1/sqrt(2L))
     assert model.blocks[0].attn.proj.weight.std() < 0.75 * model.blocks[0].attn.qkv.weight.std()
-    assert model.flops_per_token() == 3 * model.flops_per_token(training=False)
     # at init the loss is close to ln(vocab): the model knows nothing yet
     _, loss = model(torch.randint(0, CFG.vocab_size, (4, 24)), torch.randint(0, CFG.vocab_size, (4, 24)))
     assert abs(loss.item() - torch.log(torch.tensor(300.0)).item()) < 0.3
+
+
+def test_flops_per_token_follow_palm_and_nanogpt():
+    """6N + 12 * L * T * d per training token (nanoGPT's estimate_mfu), worked out by hand.
+
+    N = 35,072 weights that multiply activations: 2 blocks of 12d^2 + 13d = 12,704, the final
+    LayerNorm 64, the tied embedding/head 300 * 32 = 9,600 (positions are looked up, not
+    multiplied). Attention adds QK^T and AV: 2 * 2 * T * d per layer forward, tripled in training.
+    """
+    model = make_model()
+    assert model.flops_per_token(training=False) == 2 * 35_072 + 4 * 2 * 24 * 32  # 76,288
+    assert model.flops_per_token() == 6 * 35_072 + 12 * 2 * 24 * 32  # 228,864
 
 
 def test_weight_decay_only_on_matrices():
