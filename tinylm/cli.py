@@ -110,6 +110,18 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--output-dir", default=None)
     i.add_argument("--debug", action="store_true")
 
+    x = sub.add_parser("export", help="write a trained run as a Hugging Face transformers model",
+                       description="Write the run's model, tokenizer, sampling settings and a "
+                                   "model card into DEST, loadable with transformers' "
+                                   "AutoModelForCausalLM and AutoTokenizer.from_pretrained(DEST).")
+    _run_options(x, preset=False)
+    x.add_argument("dest", metavar="DEST", help="the folder to create")
+    x.add_argument("--format", default="hf", choices=("hf",),
+                   help="hf: Hugging Face transformers, as a GPT-2 (default)")
+    x.add_argument("--checkpoint", default="final", choices=("final", "best", "last"),
+                   help="which checkpoint of the run (default final)")
+    x.add_argument("--force", action="store_true", help="replace DEST if it exists and is not empty")
+
     from tinylm.pipeline import add_pipeline_parser
 
     add_pipeline_parser(sub, _run_options, _add_config_flags)
@@ -279,8 +291,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from tinylm.export import export_run
+
+    run_dir = _run_dir(args)
+    dest = export_run(run_dir, args.dest, format=args.format, checkpoint=args.checkpoint,
+                      force=args.force)
+    print(f"exported {run_dir / 'checkpoints' / (args.checkpoint + '.pt')} to {dest}:")
+    for path in sorted(dest.iterdir()):
+        print(f"  {path.name:24} {path.stat().st_size / 1024:10.1f} KB")
+    print(f"load it with transformers: AutoModelForCausalLM.from_pretrained({str(dest)!r}); "
+          f"the model card is {dest / 'README.md'}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate,
-            "check": cmd_check, "info": cmd_info}
+            "check": cmd_check, "info": cmd_info, "export": cmd_export}
 
 
 def _terminate(signum: int, frame: object) -> None:
