@@ -1,4 +1,4 @@
-"""The ``tinylm`` command: pipeline, train, generate, evaluate, check, info.
+"""The ``tinylm`` command: pipeline, train, generate, evaluate, check, info, export, plot.
 
 Every configuration value is a flag (``--epochs 5``, ``--vocab-size 2048``); a preset gives
 the starting values and flags override them. Errors print their message and remedy and
@@ -29,6 +29,9 @@ EXAMPLES = """examples:
   tinylm train --output-dir runs/default --resume # continue an interrupted run
   tinylm generate --output-dir runs/default --lang es --prompt "En el principio"
   tinylm evaluate --output-dir runs/default       # losses, samples, budgets; exit 5 on failure
+  tinylm evaluate --output-dir runs/default --json | jq .passed   # the same, for scripts
+  tinylm plot --output-dir runs/default           # loss curves -> runs/default/loss_curves.png
+  tinylm export --output-dir runs/default exports/default   # a Hugging Face transformers model
 """
 
 
@@ -128,10 +131,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--repetition-penalty", type=float, default=None)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("-n", "--num-samples", type=int, default=1)
+    g.add_argument("--json", action="store_true",
+                   help="JSON Lines: one object per sample (lang, prompt, text, seed, settings)")
 
     e = sub.add_parser("evaluate", help="validation losses, samples, budgets and checks of a run")
     _run_options(e, preset=False)
     e.add_argument("--requests", type=int, default=30, help="inference requests to time")
+    e.add_argument("--json", action="store_true", help="one JSON object on stdout; text on stderr")
 
     c = sub.add_parser("check", help="check the prerequisites of this machine")
     c.add_argument("--output-dir", default="runs", help="directory that must be writable")
@@ -140,6 +146,23 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="versions, and the summary of a run directory")
     i.add_argument("--output-dir", default=None)
     i.add_argument("--debug", action="store_true")
+    i.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+    x = sub.add_parser("export", help="write a trained run as a Hugging Face transformers model",
+                       description="Write the run's model, tokenizer, sampling settings and a "
+                                   "model card into DEST, loadable with transformers' "
+                                   "AutoModelForCausalLM and AutoTokenizer.from_pretrained(DEST).")
+    _run_options(x, preset=False)
+    x.add_argument("dest", metavar="DEST", help="the folder to create")
+    x.add_argument("--format", default="hf", choices=("hf",),
+                   help="hf: Hugging Face transformers, as a GPT-2 (default)")
+    x.add_argument("--checkpoint", default="final", choices=("final", "best", "last"),
+                   help="which checkpoint of the run (default final)")
+    x.add_argument("--force", action="store_true", help="replace DEST if it exists and is not empty")
+
+    pl = sub.add_parser("plot", help="draw a run's loss curves into a PNG file")
+    _run_options(pl, preset=False)
+    pl.add_argument("--out", default=None, help="the PNG file (default RUN/loss_curves.png)")
     p.commands = sub.choices  # name -> subparser, to report unknown flags where they belong
     return p
 
@@ -176,10 +199,15 @@ def _ask_resume(checkpoints_dir: Path) -> bool | None:
     return True if answer.startswith("r") else (False if answer.startswith("f") else None)
 
 
+def _run_dir(args: argparse.Namespace) -> Path:
+    """The run a command reads (generate, evaluate, export, plot): --output-dir or runs/default."""
+    return Path(args.output_dir or "runs/default")
+
+
 def _load_run(args: argparse.Namespace):
     from tinylm.stages import Run
 
-    run_dir = Path(args.output_dir or "runs/default")
+    run_dir = _run_dir(args)
     if not (run_dir / "config.json").is_file():
         raise TinyLMError(f"{run_dir} is not a tinylm run directory (no config.json)",
                           "train first (tinylm train --output-dir DIR) or point --output-dir at a run.")
@@ -222,17 +250,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from tinylm.budget import raise_if_budget_failed
     from tinylm.evaluate import raise_if_checks_failed, training_checks
 
-    run = _load_run(args)
-    with run.locked():
-        run.require_trained()
-        metrics = run.train()
-        checks = training_checks(metrics)
-        samples = run.samples()
-        budgets = run.budgets(args.requests)
-    _summary(run, checks)
+    with _stdout_to_stderr(args.json):  # --json: stdout holds the JSON object alone
+        run = _load_run(args)
+        with run.locked():
+            run.require_trained()
+            metrics = run.train()
+            checks = training_checks(metrics)
+            samples = run.samples()
+            budgets = run.budgets(args.requests)
+        _summary(run, checks)
+    if args.json:
+        print(json.dumps({"run_dir": str(run.dir),
+                          "passed": checks["passed"] and samples["passed"] and budgets["passed"],
+                          "validation": metrics["history"][-1], "checks": checks["checks"],
+                          "samples": samples, "budgets": budgets}, indent=2, ensure_ascii=False))
     raise_if_checks_failed(checks, samples, str(run.samples_path))
     raise_if_budget_failed(budgets)
     return 0
+
+
+def _stdout_to_stderr(enabled: bool):
+    """While enabled, what stages print (progress, summaries) goes to stderr, not stdout."""
+    import contextlib
+
+    return contextlib.redirect_stdout(sys.stderr) if enabled else contextlib.nullcontext()
 
 
 def _summary(run, checks: dict) -> None:
@@ -280,11 +321,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
                           f"shorten the prompt to fewer than {block - 1} tokens (about "
                           f"{(block - 2) * len(args.prompt) // max(n_prompt - 1, 1)} characters), "
                           "or train a model with a larger --block-size.")
+    settings = {"checkpoint": args.checkpoint, "max_new_tokens": cfg.sample_new_tokens,
+                "temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p,
+                "repetition_penalty": cfg.repetition_penalty}
     for i in range(args.num_samples):
         text = generate(model, tok, args.prompt, args.lang, cfg.sample_new_tokens,
                         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                         repetition_penalty=cfg.repetition_penalty, seed=args.seed + i)
-        print(args.prompt + text)
+        if args.json:
+            print(json.dumps({"lang": args.lang, "prompt": args.prompt, "text": text,
+                              "seed": args.seed + i, **settings}, ensure_ascii=False), flush=True)
+            continue
+        if args.num_samples > 1:  # one sample prints bare text, as it always has
+            print(f"--- sample {i + 1} (seed {args.seed + i}) ---")
+        print(args.prompt + text, flush=True)
     return 0
 
 
@@ -328,21 +378,78 @@ def cmd_info(args: argparse.Namespace) -> int:
     set_threads(0)
     device = resolve_device("auto")
     env = environment(device, resolve_dtype("auto", device))
-    for k, v in env.items():
-        print(f"  {k:12} {v}")
+    m = None
     if args.output_dir:
         run_dir = Path(args.output_dir)
         metrics = run_dir / "training_metrics.json"
         if not metrics.exists():
             raise TinyLMError(f"{run_dir} has no training_metrics.json", "train first: tinylm train.")
         m = json.loads(metrics.read_text())
-        print(f"\nrun {run_dir}: {m['status']}, {len(m['history'])} epochs, "
+    if args.json:
+        run = None if m is None else {
+            "run_dir": args.output_dir, "status": m["status"], "epochs": len(m["history"]),
+            "parameters": m["model"]["parameters"], "final_val_loss": m["final_val_loss"],
+            "best_val_loss": m["best_val_loss"], "timing": m["timing"],
+            "final": m["history"][-1] if m["history"] else None}
+        print(json.dumps({"environment": env, "run": run}, indent=2))
+        return 0
+    for k, v in env.items():
+        print(f"  {k:12} {v}")
+    if m is not None:
+        print(f"\nrun {args.output_dir}: {m['status']}, {len(m['history'])} epochs, "
               f"{m['model']['parameters']:,} parameters, final val loss {m['final_val_loss']:.3f}")
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from tinylm.export import export_run
+
+    run_dir = _run_dir(args)
+    dest = export_run(run_dir, args.dest, format=args.format, checkpoint=args.checkpoint,
+                      force=args.force)
+    print(f"exported {run_dir / 'checkpoints' / (args.checkpoint + '.pt')} to {dest}:")
+    for path in sorted(dest.iterdir()):
+        print(f"  {path.name:24} {path.stat().st_size / 1024:10.1f} KB")
+    print(f"load it with transformers: AutoModelForCausalLM.from_pretrained({str(dest)!r}); "
+          f"the model card is {dest / 'README.md'}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """Loss curves as a PNG, for runs trained from the command line: no display needed."""
+    import io
+
+    import matplotlib
+
+    from tinylm.checkpoint import atomic_write_bytes
+    from tinylm.errors import ConfigError
+
+    run_dir = _run_dir(args)
+    out = Path(args.out) if args.out else run_dir / "loss_curves.png"
+    if out.suffix.lower() != ".png":
+        raise ConfigError(f"--out {out} does not end in .png", "name a .png file.")
+    metrics = run_dir / "training_metrics.json"
+    if not metrics.is_file():
+        raise TinyLMError(f"{run_dir} has no training_metrics.json",
+                          f"train first: tinylm train --output-dir {run_dir}.")
+    m = json.loads(metrics.read_text())
+    if not m["history"]:
+        raise TinyLMError(f"{run_dir} has not finished an epoch yet, so there is no curve to draw",
+                          "resume training (the command it printed when it stopped) until an "
+                          "epoch ends, then plot again.")
+    matplotlib.use("Agg")  # files only: no window, works without a display
+    from tinylm.plots import plot_loss_curves
+
+    buf = io.BytesIO()
+    plot_loss_curves(m).savefig(buf, format="png", dpi=120)
+    atomic_write_bytes(out, buf.getvalue())
+    print(f"wrote {out}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "pipeline": cmd_pipeline, "generate": cmd_generate,
-            "evaluate": cmd_evaluate, "check": cmd_check, "info": cmd_info}
+            "evaluate": cmd_evaluate, "check": cmd_check, "info": cmd_info, "export": cmd_export,
+            "plot": cmd_plot}
 
 
 def _terminate(signum: int, frame: object) -> None:

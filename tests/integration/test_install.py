@@ -1,0 +1,45 @@
+"""A plain (not editable) ``pip install .`` carries the chapters and presets with the package.
+
+The source is copied out of the repository and installed with ``--target`` into a fresh
+folder, offline and without dependencies (torch and the rest come from this environment),
+then imported from a directory outside the repository.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import tinylm
+
+ROOT = Path(tinylm.__file__).resolve().parent.parent
+
+
+def test_installed_package_finds_the_chapters_and_presets(tmp_path):
+    src = tmp_path / "src"
+    for name in ("pyproject.toml", "README.md"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
+    for name in ("tinylm", "book", "examples"):
+        shutil.copytree(ROOT / name, src / name, ignore=ignore)
+    site = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                          "--no-build-isolation", "--no-index", "--target", str(site), str(src)],
+                         capture_output=True, text=True, timeout=120)
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    probe = ("import json, tinylm, tinylm.config as c, tinylm.pipeline as p\n"
+             "print(json.dumps({'file': tinylm.__file__, 'chapters': [str(x) for x in p.chapter_paths()],"
+             " 'presets': [c.load_preset(n).name for n in c.PRESETS]}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=elsewhere,
+                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout)
+    assert Path(found["file"]).is_relative_to(site)
+    assert [Path(c).name for c in found["chapters"]] == sorted(p.name for p in (ROOT / "book").glob("*.ipynb"))
+    assert all(Path(c).is_relative_to(site) for c in found["chapters"])
+    assert found["presets"] == ["quick", "default", "high_quality", "low_memory"]
