@@ -223,7 +223,7 @@ class GPT(nn.Module):
     def num_params_by_part(self) -> dict[str, int]:
         """Parameters by part of the model; they add up to ``num_params()``.
 
-        >>> model = GPT(GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=1, n_embd=2))
+        >>> model = GPT(GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=1, n_embd=2, dropout=0.0))
         >>> model.num_params_by_part()["MLP"]  # 2 -> 8 -> 2 with biases: 2*8 + 8 + 8*2 + 2
         42
         """

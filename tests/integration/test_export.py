@@ -153,7 +153,7 @@ def test_transformers_greedy_generation_gives_the_same_tokens(run, hf):
 def test_a_tensor_gpt2_has_no_place_for_is_refused():
     from tinylm.errors import CheckpointError
 
-    model = GPT(GPTConfig(vocab_size=300, block_size=8, n_layer=1, n_head=1, n_embd=16))
+    model = GPT(GPTConfig(vocab_size=300, block_size=8, n_layer=1, n_head=1, n_embd=16, dropout=0.0))
     assert len(hf_state_dict(model)) == 2 + 12 + 2  # wte, wpe; 12 per block; ln_f
     model.blocks[0].attn.register_parameter("gate", torch.nn.Parameter(torch.ones(1)))
     with pytest.raises(CheckpointError, match="blocks.0.attn.gate"):
