@@ -112,7 +112,7 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     ties it again on loading (``tie_word_embeddings``). Raises ``CheckpointError`` for a
     tensor without a GPT-2 counterpart.
 
-    >>> sorted(hf_state_dict(GPT(GPTConfig(300, 8, 1, 1, 16, 0.0)))))[:2]  # doctest: +SKIP
+    >>> sorted(hf_state_dict(GPT(GPTConfig(300, 8, 1, 1, 16, 0.0))))[:2]  # doctest: +SKIP
     ['transformer.h.0.attn.c_attn.bias', 'transformer.h.0.attn.c_attn.weight']
     """
     out = {}
