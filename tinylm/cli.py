@@ -139,8 +139,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--requests", type=int, default=30, help="inference requests to time")
     e.add_argument("--json", action="store_true", help="one JSON object on stdout; text on stderr")
 
-    c = sub.add_parser("check", help="check the prerequisites of this machine")
+    c = sub.add_parser("check", help="check the prerequisites of this machine, and estimate a run's time")
     c.add_argument("--output-dir", default="runs", help="directory that must be writable")
+    c.add_argument("--preset", default="default",
+                   help="the preset whose training time to estimate (a few seconds of measurement)")
     c.add_argument("--debug", action="store_true")
 
     i = sub.add_parser("info", help="versions, and the summary of a run directory")
@@ -220,6 +222,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from tinylm.runtime import setup_process  # torch: only once there is work to do
 
         setup_process(run.cfg.threads)
+        _print_estimate(run, args)
         metrics = run.train()
         from tinylm.evaluate import training_checks
 
@@ -235,6 +238,10 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from tinylm.pipeline import run_pipeline
 
     run = _training_run(args)
+    from tinylm.runtime import set_threads
+
+    set_threads(run.cfg.threads)  # measured as the chapters' kernel will train
+    _print_estimate(run, args, pipeline=True)
     skip = tuple(s for s in ("corpus", "tokenizer") if getattr(args, f"skip_{s}"))
     chapters = args.chapters.split(",") if args.chapters else None
     summary = run_pipeline(run.cfg, run.dir, chapters, run.resume, skip, progress=not args.quiet)
@@ -361,6 +368,18 @@ def check_prerequisites(output_dir: Path) -> list[tuple[str, bool, str]]:
     return out
 
 
+def _print_estimate(run, args: argparse.Namespace, pipeline: bool = False) -> None:
+    """Before a long wait: this machine's measured speed and the run's expected time."""
+    if args.quiet or run.is_trained():
+        return
+    from tinylm import estimate
+
+    est = estimate.estimate(run.cfg, run.tokens_dir if run.is_current("tokens", run.tokens_dir)
+                            else None, pipeline=pipeline)
+    for line in estimate.describe(run.cfg, est, pipeline):
+        print(line, file=sys.stderr, flush=True)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     results = check_prerequisites(Path(args.output_dir))
     for what, ok, detail in results:
@@ -369,6 +388,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     if failed:
         raise PrerequisiteError(f"missing prerequisites: {', '.join(failed)}",
                                 "run `make venv` (installs everything) or fix the items marked FAIL.")
+    from tinylm import estimate
+    from tinylm.runtime import setup_process
+
+    cfg = load_preset(args.preset)
+    setup_process(cfg.threads)  # measured as `tinylm train` would train
+    est = estimate.estimate(cfg)
+    for line in estimate.describe(cfg, est):
+        print(f"  {line}")
     return 0
 
 

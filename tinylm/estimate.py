@@ -1,0 +1,160 @@
+"""How long will this take? A few seconds of measurement before a long wait.
+
+The expected time of a run is work divided by speed. The work is known from the settings:
+``epochs`` passes over the training windows, an evaluation of the validation split after
+each, and a fixed cost for the stages around training. The speed is not: it depends on this
+machine's cores, its bf16 support and what else runs on it. So ``estimate`` measures it,
+running a few optimizer steps of the configured model on random tokens, and multiplies.
+
+>>> from tinylm.config import load_preset
+>>> round(run_seconds(load_preset("quick", epochs=2), 50_000.0, 100_000, 10_000), 1)
+19.1
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tinylm.config import Config
+
+#: The wait worth warning about: a longer estimate comes with settings that fit.
+TARGET_SECONDS = 600.0
+#: Seconds around training, measured on the default run (benchmarks/README.md): building the
+#: corpus, tokenizer and token files, then samples and budgets; the pipeline's chapters add
+#: their own cells (plots, demonstrations, kernel starts) on top.
+STAGES_SECONDS = 15.0
+CHAPTERS_SECONDS = 45.0
+#: An evaluation step (forward only) costs about a third of a training step per token.
+EVAL_COST = 1 / 3
+#: Runs expected to be shorter than this are not worth a longer measurement.
+SHORT_SECONDS = 60.0
+
+
+@dataclass
+class Estimate:
+    tokens_per_second: float
+    train_tokens: int
+    val_tokens: int
+    exact: bool  # token counts from the run's token files, not from the corpus size
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tokens_per_byte(vocab_size: int) -> float:
+    """A rough tokens-per-byte of the embedded corpus for a vocabulary size, before any
+    tokenizer is trained: 0.38 at 1,024 tokens and 0.27 at 4,096 were measured, and each
+    doubling of the vocabulary saves about 0.054 tokens per byte. Never above one token per
+    byte (the 256 byte tokens) nor below 0.2.
+
+    >>> round(tokens_per_byte(1024), 3), round(tokens_per_byte(4096), 3)
+    (0.378, 0.27)
+    """
+    return min(1.0, max(0.2, 0.378 - 0.054 * math.log2(vocab_size / 1024)))
+
+
+def count_tokens(cfg: Config, tokens_dir: Path | None = None) -> tuple[int, int, bool]:
+    """Training and validation tokens of the run: exact from ``tokens/meta.json`` when the
+    run has token files, else estimated from the corpus size and ``tokens_per_byte``."""
+    meta = Path(tokens_dir) / "meta.json" if tokens_dir else None
+    if meta is not None and meta.is_file():
+        import json
+
+        counts = json.loads(meta.read_text())["tokens"]
+        return int(counts["train"]), int(counts["val"]), True
+    total = cfg.bytes_per_language * len(cfg.languages) * tokens_per_byte(cfg.vocab_size)
+    return int(total * (1 - cfg.val_fraction)), int(total * cfg.val_fraction), False
+
+
+def run_seconds(cfg: Config, tokens_per_second: float, train_tokens: int, val_tokens: int,
+                pipeline: bool = False) -> float:
+    """Expected wall seconds of a run: training, an evaluation per epoch, the stages around.
+
+    Training processes whole batches of windows (the last batch of an epoch may be smaller),
+    ``epochs`` times; each epoch ends with a forward pass over the validation windows.
+    """
+    windows = max(1, (train_tokens - 1) // cfg.block_size)
+    train = cfg.epochs * windows * cfg.block_size / tokens_per_second
+    evaluation = cfg.epochs * val_tokens * EVAL_COST / tokens_per_second
+    return train + evaluation + STAGES_SECONDS + (CHAPTERS_SECONDS if pipeline else 0.0)
+
+
+def measure_tokens_per_second(cfg: Config, seconds: float = 3.0, warmup: int = 2) -> float:
+    """Training tokens per second of ``cfg``'s model on this machine, as it is right now.
+
+    Optimizer steps on random tokens, under the precision and threads the run would use,
+    for about ``seconds`` after ``warmup`` steps; the model is thrown away.
+    """
+    import torch
+
+    from tinylm.model import GPT, GPTConfig
+    from tinylm.runtime import autocast, resolve_device, resolve_dtype
+
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    model = GPT(GPTConfig.from_config(cfg)).to(device)
+    optimizer = model.configure_optimizer(cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+    g = torch.Generator().manual_seed(0)
+    x, y = (torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.block_size), generator=g).to(device)
+            for _ in range(2))
+    steps, started = 0, None
+    while started is None or time.perf_counter() - started < seconds:
+        if steps == warmup:
+            started = time.perf_counter()
+        with autocast(device, dtype):
+            _, loss = model(x, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        steps += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (steps - warmup) * x.numel() / (time.perf_counter() - started)
+
+
+def estimate(cfg: Config, tokens_dir: Path | None = None, pipeline: bool = False,
+             seconds: float = 3.0) -> Estimate:
+    """Measure this machine and estimate the run's wall time.
+
+    Half a second of measurement first; a run that looks longer than a minute is measured
+    again for ``seconds``, so a small run does not wait for its own estimate.
+    """
+    train_tokens, val_tokens, exact = count_tokens(cfg, tokens_dir)
+    tps = measure_tokens_per_second(cfg, 0.5)
+    if run_seconds(cfg, tps, train_tokens, val_tokens, pipeline) > SHORT_SECONDS:
+        tps = measure_tokens_per_second(cfg, seconds)
+    return Estimate(tps, train_tokens, val_tokens, exact,
+                    run_seconds(cfg, tps, train_tokens, val_tokens, pipeline))
+
+
+def fitting_epochs(cfg: Config, est: Estimate, pipeline: bool = False,
+                   target: float = TARGET_SECONDS) -> int:
+    """The most epochs that fit in ``target`` seconds at the measured speed (0 if none)."""
+    one = run_seconds(cfg.replace(epochs=1), est.tokens_per_second, est.train_tokens,
+                      est.val_tokens, pipeline)
+    fixed = STAGES_SECONDS + (CHAPTERS_SECONDS if pipeline else 0.0)
+    return max(0, int((target - fixed) // (one - fixed)))
+
+
+def describe(cfg: Config, est: Estimate, pipeline: bool = False,
+             target: float = TARGET_SECONDS) -> list[str]:
+    """What to print before the wait: the estimate and, when it is long, settings that fit."""
+    minutes = est.seconds / 60
+    what = "the pipeline" if pipeline else "training"
+    lines = [f"estimate: {what} of preset {cfg.name!r} takes about {minutes:.1f} minutes here "
+             f"({est.tokens_per_second:,.0f} tokens/s measured, {cfg.epochs} epochs of "
+             f"{'' if est.exact else '~'}{est.train_tokens:,} tokens)"]
+    if est.seconds > target:
+        epochs = fitting_epochs(cfg, est, pipeline, target)
+        fits = [f"--epochs {epochs}"] if epochs >= 1 else []
+        if cfg.dtype == "fp32":
+            from tinylm.runtime import cpu_supports_bf16
+
+            if cpu_supports_bf16():
+                fits.append("--dtype auto (this CPU has native bf16)")
+        fits.append("--preset quick (about a minute)")
+        lines.append(f"  that is more than {target / 60:.0f} minutes; to fit: " + ", or ".join(fits))
+    return lines
