@@ -317,9 +317,11 @@ class Run:
 
         with self.locked():
             self.train()
+            # on the device the model runs on: a GPU's latency, not the CPU's
             measured = measure_inference(self.checkpoints_dir / "final.pt",
                                          self.cfg.budget_prompt_tokens,
-                                         self.cfg.budget_new_tokens, requests)
+                                         self.cfg.budget_new_tokens, requests,
+                                         device=self.cfg.device)
             report = check_budgets(measured, self.cfg.budget_rss_mb, self.cfg.budget_p95_ms)
             write_json(self.budgets_path, report)
         return report
