@@ -5,7 +5,7 @@ artifact on demand:
 ``run.corpus()``, ``run.tokenizer()``, ``run.tokens()``, ``run.train()``, ``run.samples()``,
 ``run.budgets()``. Asking for a later stage builds the earlier ones first, so a chapter
 opened alone in Jupyter gets what it needs. Each stage writes a ``fingerprint.json`` of the
-settings and inputs that made it; when they are unchanged the stage is skipped.
+settings, inputs and library code that made it; when they are unchanged the stage is skipped.
 """
 from __future__ import annotations
 
@@ -28,10 +28,24 @@ from tinylm.errors import (CheckpointError, PrerequisiteError, TinyLMError, Toke
 #: The files each stage writes; a stage missing one is not fresh, whatever its fingerprint.
 OUTPUTS = {"corpus": ("train.txt", "val.txt", "stats.json"), "tokenizer": ("tokenizer.json",),
            "tokens": ("train.bin", "val.bin", "meta.json"), "train": ("final.pt",)}
+#: The modules whose code decides each stage's output. Their source is part of the stage's
+#: fingerprint, so an updated tinylm rebuilds what its changes affect (and, through the chained
+#: fingerprints, every later stage) instead of serving a model an older version made. The
+#: version number is not: it changes no output, and a change it announces shows in the source.
+STAGE_CODE = {"corpus": ("corpus",), "tokenizer": ("tokenizer",), "tokens": ("tokenizer",),
+              "train": ("data", "model", "runtime", "train")}
+#: Where the package's modules are, for ``code_digest``.
+SOURCE_DIR = Path(__file__).resolve().parent
 
 
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def code_digest(stage: str) -> str:
+    """A digest of the source of the modules that decide ``stage``'s output (``STAGE_CODE``)."""
+    return _digest([hashlib.sha256((SOURCE_DIR / f"{m}.py").read_bytes()).hexdigest()
+                    for m in STAGE_CODE[stage]])
 
 
 def _phase(title: str, progress: bool) -> float:
@@ -108,21 +122,22 @@ class Run:
 
     # ------------------------------------------------------------ fingerprints
     def fingerprint(self, stage: str) -> str:
-        """A digest of everything that determines ``stage``'s output."""
+        """A digest of everything that determines ``stage``'s output: its settings, its
+        inputs (the earlier stage's fingerprint, your corpus files) and tinylm's code for it."""
         cfg = self.cfg.to_dict()
         if stage == "corpus":
             inputs = {k: cfg[k] for k in CORPUS_KEYS}
             if self.cfg.corpus_path:
                 inputs["files"] = _files_digest(Path(self.cfg.corpus_path))
-            return _digest(inputs)
-        if stage == "tokenizer":
-            return _digest([self.fingerprint("corpus"), cfg["vocab_size"]])
-        if stage == "tokens":
-            return _digest([self.fingerprint("tokenizer")])
-        if stage == "train":
-            return _digest([self.fingerprint("tokens"),
-                            {k: v for k, v in cfg.items() if k not in NOT_TRAINING}])
-        raise ValueError(stage)
+        elif stage == "tokenizer":
+            inputs = [self.fingerprint("corpus"), cfg["vocab_size"]]
+        elif stage == "tokens":
+            inputs = [self.fingerprint("tokenizer")]
+        elif stage == "train":
+            inputs = [self.fingerprint("tokens"), {k: v for k, v in cfg.items() if k not in NOT_TRAINING}]
+        else:
+            raise ValueError(stage)
+        return _digest([inputs, code_digest(stage)])
 
     def is_current(self, stage: str, folder: Path) -> bool:
         """True when ``stage``'s outputs exist and were made from the current inputs."""
@@ -136,7 +151,7 @@ class Run:
 
     def mark_current(self, stage: str, folder: Path) -> None:
         write_json(folder / "fingerprint.json", {"stage": stage, "fingerprint": self.fingerprint(stage),
-                                                 "config": self.cfg.to_dict()})
+                                                 "code": code_digest(stage), "config": self.cfg.to_dict()})
 
     # ------------------------------------------------------------ stages
     def corpus(self):
@@ -252,10 +267,13 @@ class Run:
         for stage, folder in (("corpus", self.corpus_dir), ("tokenizer", self.tokenizer_dir),
                               ("tokens", self.tokens_dir)):
             stamped = _stamped(folder)
-            if stamped is not None and stamped != self.fingerprint(stage):
-                why = (f"the files under corpus_path={self.cfg.corpus_path} changed"
-                       if stage == "corpus" and self.cfg.corpus_path else
-                       f"the inputs of the {stage} stage changed")
+            if stamped is not None and stamped["fingerprint"] != self.fingerprint(stage):
+                if stamped.get("code", code_digest(stage)) != code_digest(stage):
+                    why = f"tinylm's code for the {stage} stage changed (an update of tinylm)"
+                elif stage == "corpus" and self.cfg.corpus_path:
+                    why = f"the files under corpus_path={self.cfg.corpus_path} changed"
+                else:
+                    why = f"the inputs of the {stage} stage changed"
                 raise TrainingError(f"cannot resume: {why} since the checkpoint was made, so the "
                                     f"{stage} stage would be rebuilt and no longer match it",
                                     "restore the original corpus files, or start fresh with "
@@ -327,11 +345,12 @@ class Run:
         return report
 
 
-def _stamped(folder: Path) -> str | None:
-    """The fingerprint a stage stamped on ``folder``, or None if there is none."""
+def _stamped(folder: Path) -> dict | None:
+    """The ``fingerprint.json`` a stage stamped on ``folder``, or None if there is none."""
     try:
-        return json.loads((folder / "fingerprint.json").read_text())["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError):
+        stamp = json.loads((folder / "fingerprint.json").read_text())
+        return stamp if isinstance(stamp.get("fingerprint"), str) else None
+    except (OSError, ValueError, AttributeError):
         return None
 
 
