@@ -21,7 +21,8 @@ from tinylm.pipeline import BOOK_DIR, CHAPTERS, PARAMETERS
 
 ROOT = BOOK_DIR.parent
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
-PARAMETER_DEFAULTS = {"run_dir": "../runs/book", "config": {}, "resume": False}
+#: A reader's defaults: the book's own run for the quick preset (one folder per configuration).
+PARAMETER_DEFAULTS = {"run_dir": None, "config": {}, "resume": False}
 
 
 def _read(name: str) -> nbformat.NotebookNode:
@@ -68,8 +69,8 @@ def test_chapter_declares_the_pipeline_parameters(name):
 @pytest.mark.parametrize("name", CHAPTERS)
 def test_chapter_opens_the_run_with_the_injected_settings(name):
     setup = _code_cells(_read(name))[1].source
-    for needle in ('load_preset("quick", **config)', "Run(run_dir, cfg, resume=resume)"):
-        assert needle in setup, f"{name}: the cell after the parameters must call {needle}"
+    for needle in ("run = chapter_run(run_dir, config, resume)", "cfg = run.cfg"):
+        assert needle in setup, f"{name}: the cell after the parameters must say {needle}"
 
 
 @pytest.mark.parametrize("name", CHAPTERS)
@@ -123,3 +124,11 @@ def test_a_failing_cell_fails_the_book_build(tmp_path):
     bad = _build(_mini_book(tmp_path / "bad", "1 / 0"))
     assert bad.returncode != 0
     assert "ZeroDivisionError" in bad.stdout + bad.stderr
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_keeps_its_scratch_folder_for_the_things_to_try(name):
+    """A scratch folder removed in the last cell breaks every "thing to try" that reruns a
+    demo after Run All; ``tempfile.TemporaryDirectory`` removes it when the kernel exits."""
+    cleanups = [c.id for c in _code_cells(_read(name)) if ".cleanup()" in c.source]
+    assert not cleanups, f"{name}: cells {cleanups} remove a scratch folder the reader may still use"

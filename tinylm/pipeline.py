@@ -1,22 +1,27 @@
 """``tinylm pipeline``: the ten chapters, executed headless with papermill, are the pipeline.
 
-Each chapter's ``parameters`` cell declares ``run_dir``, ``config`` and ``resume``; the
-pipeline injects the run directory, the resolved configuration (as a dict) and the resume
-decision, and writes the executed notebook to ``RUN/notebooks/``. The chapters call
-``tinylm.stages.Run``, which skips any stage whose fingerprint is unchanged, so re-running
-the pipeline after a change redoes only what the change affects.
+Each chapter's ``parameters`` cell declares ``run_dir``, ``config`` and ``resume``, and its
+next cell opens its run with ``chapter_run``; the pipeline injects the run directory, the
+resolved configuration (as a dict) and the resume decision, and writes the executed notebook
+to ``RUN/notebooks/``. The chapters call ``tinylm.stages.Run``, which skips any stage whose
+fingerprint is unchanged, so re-running the pipeline after a change redoes only what the
+change affects. A reader who opens a chapter leaves ``run_dir`` at None: the book's own runs.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from tinylm import errors
-from tinylm.config import Config
+from tinylm.config import NOT_TRAINING, Config, check_resume, load_preset
 from tinylm.errors import ConfigError, PrerequisiteError, TinyLMError
+from tinylm.stages import Run
 
 _HERE = Path(__file__).resolve().parent
 #: The chapters: inside the package when installed (package data), beside it in a checkout.
@@ -27,6 +32,74 @@ CHAPTERS = ["01_overview", "02_tokenization", "03_model", "04_data", "05_trainin
 #: The exit code of a chapter that fails with an error that is not a TinyLMError.
 STAGE_EXIT = {"01": 2, "02": 3, "03": 4, "04": 3, "05": 4, "06": 4, "07": 5, "08": 4, "09": 4, "10": 5}
 PARAMETERS = ("run_dir", "config", "resume")
+#: What a chapter's run says when training is interrupted: the remedy is in the notebook.
+NOTEBOOK_RESUME_HINT = ("resume = True in the chapter's parameters cell (its first code cell), "
+                        "then run the chapter again")
+
+
+class ChapterRun(Run):
+    """A run opened by a chapter: its reader continues it from the notebook, not a shell."""
+
+    def resume_command(self, command: str = "train") -> str:
+        return NOTEBOOK_RESUME_HINT
+
+
+def chapter_run(run_dir: str | Path | None, config: dict, resume: bool) -> ChapterRun:
+    """The run a chapter works on, from its parameters cell; every chapter opens it so.
+
+    ``config`` overrides the quick preset (the pipeline passes a whole configuration).
+    ``run_dir`` from the pipeline is used as it is. None, a reader's default, means the
+    book's own runs, one folder per configuration (``book_run_dir``): trying a setting in
+    one chapter trains a model beside the others, and opening the next chapter with other
+    settings never deletes it. With ``resume`` True, a configuration's new folder starts from
+    the checkpoints of the book's run that differs only in settings a resume may change, so
+    ``config = {"epochs": 6}`` continues the three epochs already trained.
+    """
+    cfg = load_preset("quick", **config)
+    if run_dir is None:
+        run_dir = book_run_dir(cfg)
+        if resume:
+            _start_from_earlier_run(cfg, run_dir)
+    return ChapterRun(run_dir, cfg, resume=resume)
+
+
+def book_runs_dir() -> Path:
+    """Where the book's own runs live: ``runs/book`` beside the chapters in a source checkout,
+    whatever the working directory; the user's cache folder when the chapters were installed
+    as package data (an installed package is no place to write)."""
+    if BOOK_DIR.parent != _HERE:
+        return BOOK_DIR.parent / "runs" / "book"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tinylm" / "book"
+
+
+def book_run_dir(cfg: Config) -> Path:
+    """The book's folder for ``cfg``: ``<preset>-<digest of the settings that change the model>``.
+
+    Settings that change no trained model (sampling, budgets, threads) share a folder, so a
+    new temperature in chapter 7 does not retrain; every other change gets a folder of its own.
+    """
+    training = {k: v for k, v in cfg.to_dict().items() if k not in NOT_TRAINING}
+    digest = hashlib.sha256(json.dumps(training, sort_keys=True).encode()).hexdigest()[:8]
+    return book_runs_dir() / f"{cfg.name}-{digest}"
+
+
+def _start_from_earlier_run(cfg: Config, run_dir: Path) -> None:
+    """Copy into a new ``run_dir`` the newest book run that ``cfg`` may resume (one that
+    differs only in resumable settings such as ``epochs``); the earlier run stays as it is."""
+    if (run_dir / "checkpoints").exists():
+        return
+    found = []
+    for folder in run_dir.parent.glob(f"{cfg.name}-*"):
+        last = folder / "checkpoints" / "last.pt"
+        try:
+            check_resume(Config.from_dict(json.loads((folder / "config.json").read_text())), cfg)
+        except (OSError, ValueError, TinyLMError):
+            continue
+        if last.is_file():
+            found.append((last.stat().st_mtime_ns, folder))
+    if found:
+        shutil.copytree(max(found)[1], run_dir, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(".lock", "notebooks"))
 
 
 def chapter_paths(selection: list[str] | None = None) -> list[Path]:
@@ -91,8 +164,7 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
     """Execute the chapters into ``run_dir/notebooks``; return a summary of the run."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
-
-    from tinylm.stages import Run
+    from traitlets.config import Config as KernelConfig
 
     notebooks = chapter_paths(chapters)
     for nb in notebooks:
@@ -128,9 +200,12 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
                     papermill.execute_notebook(
                         str(nb), str(target), kernel_name="python3", cwd=str(BOOK_DIR),
                         parameters={"run_dir": str(run_dir), "config": cfg.to_dict(), "resume": resume},
-                        log_output=progress, progress_bar=False, stderr_file=None)
+                        log_output=progress, progress_bar=False, stderr_file=None,
+                        # local sockets: a TCP kernel warns, for every chapter, that it is
+                        # unencrypted, which reads like a security problem and is not one here
+                        config=KernelConfig({"KernelManager": {"transport": "ipc"}}))
                 except PapermillExecutionError as exc:
-                    raise _chapter_error(nb, target, exc) from None
+                    raise _chapter_error(nb, target, exc, run.resume_command("pipeline")) from None
                 timings[nb.stem] = round(time.perf_counter() - t0, 1)
                 if progress:
                     print(f"   {nb.stem} done in {timings[nb.stem]:.1f} s", file=sys.stderr)
@@ -138,11 +213,17 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
             "total_seconds": round(time.perf_counter() - t_start, 1)}
 
 
-def _chapter_error(nb: Path, target: Path, exc) -> TinyLMError:
-    """Turn a failed cell into the error of its kind, naming chapter, cell and notebook."""
+def _chapter_error(nb: Path, target: Path, exc, resume_command: str) -> TinyLMError:
+    """Turn a failed cell into the error of its kind, naming chapter, cell and notebook.
+
+    An interrupted chapter's remedy is the notebook's (``resume = True``); here the pipeline
+    is what continues the run, so its command replaces it.
+    """
     cls = getattr(errors, exc.ename, None)
     code = cls.exit_code if isinstance(cls, type) and issubclass(cls, TinyLMError) else STAGE_EXIT[nb.name[:2]]
     message, _, remedy = str(exc.evalue).partition("\n  remedy: ")
+    if cls is errors.Interrupted:
+        remedy = f"resume with: {resume_command}"
     err = TinyLMError(f"chapter {nb.stem} failed in cell {exc.exec_count}: {exc.ename}: {message}",
                       (remedy + " " if remedy else "") + f"The partly executed notebook is {target}.")
     err.exit_code = code

@@ -2,7 +2,8 @@
 
 ``Table`` is the one table type: a Markdown table in Jupyter and the rendered book, aligned
 text in a terminal. ``load_reference`` reads the results of a full default-preset run that
-are committed with the book, so that every chapter can set a small run beside a real one.
+are committed with the book, so that every chapter can set a small run beside a real one;
+``load_benchmark`` reads the committed output of a script in ``benchmarks/``.
 
 >>> print(Table(["lang", "bytes"], [["en", "1,024"]]))
 lang  bytes
@@ -19,6 +20,8 @@ from tinylm.pipeline import BOOK_DIR
 
 #: Results of a full default-preset run, committed with the book for comparison.
 REFERENCE_DIR = BOOK_DIR / "reference"
+#: The benchmark scripts and their committed ``--json`` output (in a source checkout only).
+BENCHMARKS_DIR = BOOK_DIR.parent / "benchmarks"
 
 
 class Table:
@@ -58,4 +61,15 @@ def load_reference(name: str) -> dict | None:
     and a test all read the same file.
     """
     path = REFERENCE_DIR / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def load_benchmark(name: str) -> dict | None:
+    """``benchmarks/<name>.json``, the committed output of a benchmark script (``results``:
+    ``train_throughput.py --json``), or None when this checkout or installation lacks it.
+
+    Found from the package like ``load_reference``, so a chapter opened from any working
+    directory shows the same figures.
+    """
+    path = BENCHMARKS_DIR / f"{name}.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

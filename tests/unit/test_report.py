@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from tinylm.report import REFERENCE_DIR, Table, load_reference
+from tinylm.report import BENCHMARKS_DIR, REFERENCE_DIR, Table, load_benchmark, load_reference
 
 
 def test_table_renders_markdown_with_its_alignment_and_escaped_pipes():
@@ -31,3 +31,11 @@ def test_reference_results_are_found_from_any_working_directory(tmp_path, monkey
     assert load_reference("training_metrics") == committed
     assert committed["history"]
     assert load_reference("no_such_results") is None
+
+
+def test_benchmark_results_are_found_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # chapter 9 opened from elsewhere than book/
+    committed = json.loads((BENCHMARKS_DIR / "results.json").read_text(encoding="utf-8"))
+    assert load_benchmark("results") == committed
+    assert committed["median_tokens_per_s"]["tinylm"] > 0
+    assert load_benchmark("no_such_benchmark") is None
