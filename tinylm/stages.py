@@ -268,7 +268,7 @@ class Run:
                               ("tokens", self.tokens_dir)):
             stamped = _stamped(folder)
             if stamped is not None and stamped["fingerprint"] != self.fingerprint(stage):
-                if stamped.get("code", code_digest(stage)) != code_digest(stage):
+                if stamped.get("code") != code_digest(stage):  # none: made before stamps had it
                     why = f"tinylm's code for the {stage} stage changed (an update of tinylm)"
                 elif stage == "corpus" and self.cfg.corpus_path:
                     why = f"the files under corpus_path={self.cfg.corpus_path} changed"

@@ -49,6 +49,8 @@ def test_pipeline_writes_every_artifact_and_executed_chapter(quick_run):
     # phase headers, and a closing summary with artifacts and the total time
     assert "== chapter 05_training" in out.stderr
     assert "pipeline finished in" in out.stdout and "final.pt" in out.stdout
+    # the kernels talk over local sockets: no warning about unencrypted TCP, once per chapter
+    assert "without encryption" not in out.stderr
 
 
 def test_unchanged_stages_are_skipped(quick_run):
