@@ -3,7 +3,7 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 STAMP := .venv/.installed
 
-.PHONY: venv pipeline test book lab clean
+.PHONY: venv pipeline test book book-check lab clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,11 @@ test: venv
 
 book: venv
 	.venv/bin/jupyter-book build -W -n --keep-going .
+
+# The built book in headless Chromium (the system's: apt-get install -y chromium): math
+# rendered, images loaded, internal links and anchors found, no table wider than the page.
+book-check: venv
+	$(PY) tests/book_check.py _build/html
 
 lab: venv
 	.venv/bin/jupyter lab book/
