@@ -1,0 +1,52 @@
+"""`make book-check` finds what a reader of the built book would see broken.
+
+A tiny site with one sound page and one with every fault is opened in headless Chromium by
+tests/book_check.py. It needs the system's Chromium (CI installs it; `apt-get install -y
+chromium`) and Playwright (the `book` extra); without them the test is skipped, saying why.
+"""
+from __future__ import annotations
+
+import base64
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("playwright", reason="Playwright comes with the book extra: pip install -e '.[book]'")
+if not any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")):
+    pytest.skip("no Chromium on this machine (apt-get install -y chromium)", allow_module_level=True)
+
+_spec = importlib.util.spec_from_file_location("book_check", Path(__file__).with_name("book_check.py"))
+book_check = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(book_check)
+
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+PAGE = """<!doctype html><html><head><meta charset="utf-8">{head}</head>
+<body><main style="width: 600px">{body}</main></body></html>"""
+#: A stand-in for MathJax's output, as the book's pages have it once MathJax has run.
+RENDER = "<script>document.addEventListener('DOMContentLoaded', () => document.querySelectorAll('.math')" \
+         ".forEach((m) => m.replaceChildren(document.createElement('mjx-container'))))</script>"
+
+
+def test_a_sound_page_passes_and_every_fault_is_found(tmp_path):
+    site = tmp_path / "html"
+    (site / "_images").mkdir(parents=True)
+    (site / "_images" / "dot.png").write_bytes(PNG)
+    (site / "good.html").write_text(PAGE.format(head=RENDER, body=(
+        '<h1 id="top">Good</h1><p><span class="math">\\(x^2\\)</span> and <code>echo $HOME $PATH</code></p>'
+        '<img src="_images/dot.png"><a href="bad.html#faults">faults</a> <a href="#top">top</a>'
+        '<a href="https://example.org/">elsewhere</a><table><tr><td>narrow</td></tr></table>')))
+    (site / "bad.html").write_text(PAGE.format(head="", body=(
+        '<h1 id="faults">Bad</h1><p><span class="math">\\(x^2\\)</span> costs $a$ and $b$</p>'
+        '<img src="_images/missing.png"><a href="nowhere.html">gone</a> <a href="good.html#nope">no anchor</a>'
+        '<table><tr><th>a column far too wide for the text</th><td style="min-width: 900px">x</td></tr></table>')))
+
+    problems = book_check.check(site)
+
+    assert not [p for p in problems if p.startswith("good.html")], problems
+    bad = "\n".join(problems)
+    for fault in ("math elements but no MathJax output", "unrendered TeX '\\\\('", "'$' left in the text",
+                  "image _images/missing.png did not load", "'nowhere.html' points at a missing file",
+                  "'good.html#nope' points at a missing anchor", "table wider than the text column"):
+        assert fault in bad, f"not found: {fault}\n{bad}"
