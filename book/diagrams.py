@@ -221,7 +221,11 @@ def windows(pieces: Sequence[str], block_size: int, n_windows: int = 2) -> Figur
 
 
 def forward_pass(cfg) -> Figure:
-    """One training step's forward pass with the shapes of ``cfg``: ids to a single loss."""
+    """One training step's forward pass with the shapes of ``cfg``: ids to a single loss.
+
+    Two rows of four columns (the second read right to left, under the logits) keep the
+    figure narrow enough that its labels stay legible at the width of a page.
+    """
     B, T, C, V, L = cfg.batch_size, cfg.block_size, cfg.n_embd, cfg.vocab_size, cfg.n_layer
     steps = [("x: token ids", f"({B}, {T})", "data"),
              ("embeddings\nwte[x] + wpe", f"({B}, {T}, {C})", "model"),
@@ -230,23 +234,28 @@ def forward_pass(cfg) -> Figure:
              ("softmax\nprobabilities p", f"({B}, {T}, {V:,})", "eval"),
              ("-log p[target]\nmean", f"({B}, {T}) -> ()", "eval"),
              ("loss", "one number", "train")]
-    w, gap = 1.55, 0.38
-    fig, ax = _diagram(len(steps) * (w + gap) + 0.1, 4.0, scale=0.92)
-    for i, (name, shape, kind) in enumerate(steps):
-        x = 0.2 + i * (w + gap)
-        _box(ax, x, 2.0, w, 1.2, fill=KIND_COLORS[kind])
-        ax.text(x + w / 2, 2.75, name, ha="center", va="center", fontsize=9)
-        ax.text(x + w / 2, 2.22, shape, ha="center", va="center", fontsize=8, family=MONO,
+    w, h, gap = 1.75, 1.2, 0.45
+    col = lambda i: 0.2 + i * (w + gap)  # noqa: E731
+    cells = [(col(i), 3.6) for i in range(4)] + [(col(3 - i), 1.6) for i in range(3)]
+    fig, ax = _diagram(col(4) - gap + 0.2, 5.5, scale=0.9)
+    for (x, y), (name, shape, kind) in zip(cells, steps):
+        _box(ax, x, y, w, h, fill=KIND_COLORS[kind])
+        ax.text(x + w / 2, y + 0.78, name, ha="center", va="center", fontsize=10)
+        ax.text(x + w / 2, y + 0.24, shape, ha="center", va="center", fontsize=9, family=MONO,
                 color="#333333")
-        if i:
-            _arrow(ax, (x - gap, 2.6), (x, 2.6))
-    xt = 0.2 + 5 * (w + gap)
-    _box(ax, xt, 0.55, w, 0.75, f"y: targets\n({B}, {T})", fill=KIND_COLORS["data"], size=9)
-    _arrow(ax, (xt + w / 2, 1.3), (xt + w / 2, 2.0))
-    ax.text(0.2, 0.9, r"$L = -\dfrac{1}{BT}\sum_{b,t}\ \log\ p_\theta(y_{b,t} \mid x_{b,1..t})$",
+    for (x0, y0), (x1, y1) in zip(cells, cells[1:]):
+        if y0 == y1:  # along a row: left to right on top, right to left below
+            start, end = ((x0 + w, y0 + 0.6), (x1, y1 + 0.6)) if x1 > x0 else ((x0, y0 + 0.6), (x1 + w, y1 + 0.6))
+        else:  # down from the logits to the softmax
+            start, end = (x0 + w / 2, y0), (x1 + w / 2, y1 + h)
+        _arrow(ax, start, end)
+    xt, yt = cells[5]
+    _box(ax, xt, 0.2, w, 0.8, f"y: targets\n({B}, {T})", fill=KIND_COLORS["data"], size=10)
+    _arrow(ax, (xt + w / 2, 1.0), (xt + w / 2, yt))
+    ax.text(0.2, 0.6, r"$L = -\dfrac{1}{BT}\sum_{b,t}\ \log\ p_\theta(y_{b,t} \mid x_{b,1..t})$",
             fontsize=13, va="center")
-    ax.text(0.2, 3.6, f"B = batch_size = {B},  T = block_size = {T},  C = n_embd = {C},  "
-                      f"V = vocab_size = {V:,}", fontsize=9, color="#555555")
+    ax.text(0.2, 5.15, f"B = batch_size = {B},  T = block_size = {T},  C = n_embd = {C},  "
+                       f"V = vocab_size = {V:,}", fontsize=10, color="#555555")
     return fig
 
 
