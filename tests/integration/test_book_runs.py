@@ -103,11 +103,11 @@ def test_an_interrupted_chapter_run_says_how_to_continue_it_in_the_notebook(chec
             os.kill(os.getpid(), signal.SIGINT)  # Jupyter's "interrupt the kernel"
         return real_lr_at(step, *args)
 
-    monkeypatch.setattr(train_module, "lr_at", lr_at)
     run = chapter_run(None, TINY, False)
-    with pytest.raises(Interrupted) as err:
+    with monkeypatch.context() as patch, pytest.raises(Interrupted) as err:
+        patch.setattr(train_module, "lr_at", lr_at)
         run.train()
-    monkeypatch.undo()
+    assert run.dir.is_relative_to(checkout)
     assert err.value.remedy == f"resume with: {NOTEBOOK_RESUME_HINT}"
     assert "--resume" not in err.value.remedy and "resume = True" in err.value.remedy
     assert load_checkpoint(run.checkpoints_dir / "last.pt")["step"] == 6
