@@ -27,7 +27,7 @@ WIDTH, HEIGHT = 1280, 800
 #: Chromium as root, offline: no sandbox, no GPU, no background connections.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-#: Pages of the build that are not the book's own (search, index).
+#: Pages of the build that are not the book's own (search, index); redirects are skipped too.
 SKIP = {"search.html", "genindex.html"}
 
 #: Runs in the page once MathJax is done; returns what the checks need.
@@ -109,7 +109,8 @@ def check(site: Path, screenshots: Path | None = None) -> list[str]:
     from playwright.sync_api import sync_playwright
 
     names = sorted(p.relative_to(site).as_posix() for p in site.rglob("*.html")
-                   if p.name not in SKIP and not p.relative_to(site).parts[0].startswith("_"))
+                   if p.name not in SKIP and not p.relative_to(site).parts[0].startswith("_")
+                   and 'http-equiv="refresh"' not in p.read_text(errors="replace").lower())
     if not names:
         return [f"{site}: no HTML pages (run `make book` first)"]
     found: dict[str, dict] = {}
