@@ -345,9 +345,15 @@ def sampling(labels: Sequence[str], panels: dict[str, Sequence[float]],
     ``drawn``, the last panel also marks how often each token was actually drawn.
     """
     n = len(panels)
-    fig, axes = subplots(1, n, figsize=(2.35 * n + 0.6, 3.9), sharey=True, layout="constrained")
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = subplots(rows, cols, figsize=(3.2 * cols + 0.6, 3.6 * rows), sharey=True,
+                         layout="constrained", squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
     x = np.arange(len(labels))
-    for i, (ax, (title, probs)) in enumerate(zip(np.atleast_1d(axes), panels.items())):
+    for i, (ax, (title, probs)) in enumerate(zip(axes, panels.items())):
         probs = np.asarray(probs, dtype=float)
         ax.bar(x, probs, 0.75, color=np.where(probs > 0, "#1f77b4", "#cccccc"))
         ax.plot(x[probs == 0], np.zeros((probs == 0).sum()), "x", color="#d62728", ms=5)
@@ -359,7 +365,8 @@ def sampling(labels: Sequence[str], panels: dict[str, Sequence[float]],
                       family=MONO)
         ax.text(0.97, 0.62, f"shown: {probs.sum():.0%}\nof the mass", transform=ax.transAxes,
                 ha="right", fontsize=7.5, color="#555555")
-    np.atleast_1d(axes)[0].set_ylabel("probability of the next token")
+    for ax in axes[::cols]:
+        ax.set_ylabel("probability of the next token")
     fig.supxlabel("the likeliest next tokens under the model's own distribution (x: ruled out)", fontsize=9)
     return fig
 
