@@ -64,7 +64,8 @@ def worker(a: argparse.Namespace) -> dict:
         tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, 50_000).astype(np.uint16)
         for split in ("train", "val"):
             tokens.tofile(tmp / f"{split}.bin")
-        meta = {"vocab_size": cfg.vocab_size, "spans": {"val": [[0, len(tokens), "en"]]},
+        meta = {"vocab_size": cfg.vocab_size, "special_ids": {"<|endoftext|>": 0, "<|en|>": 1},
+                "spans": {s: [[0, len(tokens), "en"]] for s in ("train", "val")},
                 "splits": {"val": {"en": {"tokens_per_byte": 0.3}}}}
         (tmp / "meta.json").write_text(json.dumps(meta))
         tc = Config(**_model_args(a), batch_size=a.batch_size, languages=["en"], threads=a.threads,

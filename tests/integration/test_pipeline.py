@@ -111,3 +111,21 @@ def test_failed_budget_stops_the_pipeline_with_exit_5(quick_run):
     assert "Traceback" not in out.stderr
     budgets = json.loads((run_dir / "budgets.json").read_text())
     assert budgets["passed"] is False and budgets["checks"][1]["limit"] == 1
+
+
+def test_samples_stay_in_their_language_and_in_words(quick_run):
+    """benchmarks/sample_language.py on the quick run: an outside detector (langid) finds
+    the requested language, and most generated words occur in the training text. The quick
+    model is small, so the thresholds here are lower than the default model's targets."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "sample_language.py"
+    spec = importlib.util.spec_from_file_location("sample_language", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run_dir, _ = quick_run
+    result = bench.census(run_dir, per_language=6)
+    assert result["samples_total"] == 12
+    assert result["in_language"] >= 10, [(s["lang"], s["detected"], s["text"][:60]) for s in result["samples"]]
+    assert result["known_word_share"] >= 0.6
+    assert result["open_in_capitals"] <= 1

@@ -279,3 +279,22 @@ def test_build_corpus_from_url_takes_language_from_url(server, tmp_path, monkeyp
     stats = build_corpus(cfg, tmp_path / "out", progress=False)
     assert stats.splits["train"]["en"]["documents"] >= 1 and SHA in stats.source
     assert (tmp_path / "cache" / SHA).is_file()
+
+
+def test_the_printers_capitals_at_chapter_openings_are_undone():
+    """Reina-Valera opens half its chapters with a word in capitals ("EN el principio"); a
+    model trained on that opens documents with invented capital words. Only words that are
+    capitals by nature stay (KJV's LORD), and nothing but letter case changes."""
+    import re
+
+    from tinylm import corpus
+
+    texts = corpus._read_bible(["en", "es"])
+    for lang, keep in (("en", {"LORD", "GOD", "TEKEL"}), ("es", {"JEHOVA", "JAH", "TEKEL", "JUZGAME"})):
+        openings = [re.match(r"\W*([^\W\d_]+)", line) for chapter in texts[lang].values()
+                    for line in chapter.split("\n")]
+        shouted = {m[1] for m in openings if m and len(m[1]) > 1 and m[1].isupper()}
+        assert shouted <= keep, (lang, shouted - keep)
+    assert texts["es"][(1, 1)].startswith("En el principio crió Dios")
+    assert texts["es"][(1, 2)].startswith("Y fueron acabados")
+    assert sum(chapter.count("the LORD") for chapter in texts["en"].values()) > 5000

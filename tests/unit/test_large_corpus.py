@@ -18,15 +18,19 @@ def test_token_files_are_memory_mapped_and_give_the_same_batches(tmp_path):
     tokens = np.random.default_rng(0).integers(0, 60_000, 1001).astype("<u2")
     for split in ("train", "val"):
         tokens.tofile(tmp_path / f"{split}.bin")
-    (tmp_path / "meta.json").write_text(json.dumps({"vocab_size": 60_000}))
+    spans = [[0, 1001, "en"]]
+    (tmp_path / "meta.json").write_text(json.dumps({
+        "vocab_size": 60_000, "special_ids": {"<|endoftext|>": 0, "<|en|>": 1},
+        "spans": {"train": spans, "val": spans}}))
     train, val, _ = load_splits(tmp_path, block_size=10)
     assert isinstance(train.tokens, np.memmap) and isinstance(val.tokens, np.memmap)
     loaded = TokenDataset.from_file(tmp_path / "train.bin", 10, in_memory=True)
     assert not isinstance(loaded.tokens, np.memmap)
     idx = np.array([99, 0, 42])  # the last window too
-    for a, b in zip(train.batch(idx), loaded.batch(idx)):
-        assert a.equal(b)
-    assert train.batch(idx)[1][0, -1].item() == tokens[1000]
+    (x, y), (x_mem, y_mem) = train.batch(idx), loaded.batch(idx)
+    assert y.equal(y_mem) and x[:, 1:].equal(x_mem[:, 1:])
+    assert (x[:, 0] == 1).all()  # each window opens with its language tag
+    assert y[0, -1].item() == tokens[1000]
 
 
 @pytest.fixture(scope="module")

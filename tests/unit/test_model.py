@@ -67,6 +67,20 @@ def test_generation_past_the_context_re_encodes_rarely():
     assert sum(fed) <= 10 + 2 * 200  # re-encoding the whole block per token would be ~4,600
 
 
+def test_generation_past_the_context_keeps_the_language_tag_first():
+    """Every training window opens with its language tag (data.TokenDataset.tags), so the
+    context of a long generation keeps the prompt's first token at position 0."""
+    model = make_model(1)
+    for use_cache in (True, False):
+        firsts = []
+        hook = model.register_forward_pre_hook(
+            lambda module, args, kwargs: firsts.append(args[0][0, 0].item())
+            if kwargs.get("cache") is None or kwargs["cache"].pos == 0 else None, with_kwargs=True)
+        generate_ids(model, [7, *range(20, 29)], 80, seed=1, use_cache=use_cache)
+        hook.remove()
+        assert len(firsts) > 1 and set(firsts) == {7}, use_cache  # every full encoding starts with it
+
+
 def test_generation_is_seeded_and_stops_at_stop_token():
     model = make_model(2)
     a = generate_ids(model, [1, 2, 3], 30, seed=5)

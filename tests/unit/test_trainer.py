@@ -28,7 +28,8 @@ def _tokens(folder: Path, vocab_size: int = 300, n: int = 4000) -> Path:
     tokens = np.random.default_rng(0).integers(0, vocab_size, n).astype(np.uint16)
     for split in ("train", "val"):
         tokens.tofile(folder / f"{split}.bin")
-    meta = {"vocab_size": vocab_size, "spans": {"val": [[0, n, "en"]]},
+    meta = {"vocab_size": vocab_size, "special_ids": {"<|endoftext|>": 0, "<|en|>": 1},
+            "spans": {"train": [[0, n, "en"]], "val": [[0, n, "en"]]},
             "splits": {"val": {"en": {"tokens_per_byte": 0.3}}}}
     (folder / "meta.json").write_text(json.dumps(meta))
     return folder

@@ -1,0 +1,73 @@
+"""Do samples stay in their language and in real words? Judged from outside the library.
+
+For each language of a run: ``--per-language`` samples (half with an empty prompt, half with
+the library's short prompts, each with its own seed), classified by langid (an outside
+detector, restricted to the run's languages), and every generated word looked up in the
+run's training text.
+
+    python benchmarks/sample_language.py runs/default
+    python benchmarks/sample_language.py runs/default --per-language 20 --json benchmarks/sample_language.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+
+def census(run_dir: Path, per_language: int = 20, seed: int = 0) -> dict:
+    """Samples of every language of the run, with langid's verdict and unknown words."""
+    import langid
+
+    from tinylm.config import Config
+    from tinylm.evaluate import PROMPTS, unknown_words, vocabulary
+    from tinylm.generate import generate
+    from tinylm.stages import Run
+
+    cfg = Config.load(run_dir / "config.json")
+    run = Run(run_dir, cfg, resume=True, progress=False)
+    model, _ = run.trained_model()
+    tokenizer = run.tokenizer()
+    known = vocabulary((run.corpus_dir / "train.txt").read_text(encoding="utf-8"))
+    langid.set_languages(cfg.languages)
+    samples = []
+    for lang in cfg.languages:
+        prompts = [""] * (per_language - per_language // 2) + [
+            PROMPTS[lang][i % len(PROMPTS[lang])] for i in range(per_language // 2)]
+        for i, prompt in enumerate(prompts):
+            text = generate(model, tokenizer, prompt, lang, cfg.sample_new_tokens,
+                            temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                            repetition_penalty=cfg.repetition_penalty, seed=seed + i)
+            detected = langid.classify(prompt + text)[0] if (prompt + text).strip() else None
+            samples.append({"lang": lang, "prompt": prompt, "seed": seed + i, "text": text,
+                            "detected": detected,
+                            "opens_in_capitals": bool(re.match(r"\W*[^\W\d_]{2,}\b", text)
+                                                      and re.match(r"\W*([^\W\d_]+)", text)[1].isupper())})
+    unknown, total = unknown_words([s["text"] for s in samples], known)
+    return {"run": str(run_dir), "per_language": per_language,
+            "in_language": sum(s["detected"] == s["lang"] for s in samples),
+            "samples_total": len(samples), "known_word_share": 1 - unknown / max(total, 1),
+            "words": total, "open_in_capitals": sum(s["opens_in_capitals"] for s in samples),
+            "samples": samples}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--per-language", type=int, default=20)
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    a = p.parse_args()
+    result = census(a.run_dir, a.per_language)
+    for s in result["samples"]:
+        mark = "ok " if s["detected"] == s["lang"] else "MISS"
+        print(f"{mark} {s['lang']}->{s['detected']} {s['prompt']!r:20} {(s['prompt'] + s['text'])[:90]!r}")
+    print(f"\nin the requested language: {result['in_language']}/{result['samples_total']}; "
+          f"generated words found in the training text: {100 * result['known_word_share']:.1f}% "
+          f"of {result['words']}; samples opening with a word in capitals: {result['open_in_capitals']}")
+    if a.json:
+        a.json.write_text(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
