@@ -268,16 +268,18 @@ class Run:
                               ("tokens", self.tokens_dir)):
             stamped = _stamped(folder)
             if stamped is not None and stamped["fingerprint"] != self.fingerprint(stage):
+                restore = "restore the original corpus files"
                 if stamped.get("code") != code_digest(stage):  # none: made before stamps had it
                     why = f"tinylm's code for the {stage} stage changed (an update of tinylm)"
+                    restore = "resume with the tinylm version that made the checkpoint"
                 elif stage == "corpus" and self.cfg.corpus_path:
                     why = f"the files under corpus_path={self.cfg.corpus_path} changed"
                 else:
                     why = f"the inputs of the {stage} stage changed"
                 raise TrainingError(f"cannot resume: {why} since the checkpoint was made, so the "
                                     f"{stage} stage would be rebuilt and no longer match it",
-                                    "restore the original corpus files, or start fresh with "
-                                    "--fresh (or in a new --output-dir).")
+                                    f"{restore}, or start fresh with --fresh (or in a new "
+                                    "--output-dir).")
 
     def decide_resume(self) -> bool:
         """The rule for existing checkpoints: resume or start fresh as ``resume`` says, and

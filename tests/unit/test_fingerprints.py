@@ -59,5 +59,6 @@ def test_resuming_across_a_change_of_the_data_code_names_the_update(source, tmp_
     run = Run(tmp_path / "run", TINY, progress=False)
     run.train()
     edit(source, "tokenizer")
-    with pytest.raises(TrainingError, match="tinylm's code for the tokenizer stage changed"):
+    with pytest.raises(TrainingError, match="tinylm's code for the tokenizer stage changed") as err:
         Run(tmp_path / "run", TINY, progress=False, resume=True).check_resume()
+    assert "--fresh" in err.value.remedy and "corpus files" not in err.value.remedy
