@@ -108,12 +108,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_flags(t)
 
     pl = sub.add_parser(
-        "pipeline", help="run the ten chapters headless (papermill) into a run directory",
+        "pipeline", help="run the book's chapters headless (papermill) into a run directory",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=PIPELINE_EPILOG,
         description="Execute the book's chapters in order with the given configuration; the "
                     "executed notebooks land in RUN/notebooks next to every artifact.")
     _training_options(pl)
-    pl.add_argument("--chapters", default=None, help="a subset, e.g. 1,2,5 (default: all ten)")
+    pl.add_argument("--chapters", default=None, help="a subset, e.g. 1,2,5 (default: all)")
     pl.add_argument("--skip-corpus", action="store_true", help="reuse the existing corpus as is")
     pl.add_argument("--skip-tokenizer", action="store_true", help="reuse the existing tokenizer as is")
     _add_config_flags(pl)
@@ -224,7 +224,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if master and not args.no_eval:
                 run.samples()
                 run.budgets()
-    if master:
+    if master and not distributed.under_launcher():  # else the launcher's caller reports
         _summary(run, checks)
     return 0
 
