@@ -188,12 +188,17 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def test_two_processes_step_like_one_process_with_the_whole_batch(prepared, tmp_path):
-    """2 processes x 8 windows against 1 process x 16 windows: the same loss at every step, the
-    same weights at the end, and sharded evaluation equal to one process's."""
+@pytest.mark.parametrize("batch_size", [32, 885], ids=["2 x 16 against 1 x 32",
+                                                       "a last batch of 1 window for 2 processes"])
+def test_two_processes_step_like_one_process_with_the_whole_batch(prepared, tmp_path, batch_size):
+    """2 processes x 16 windows against 1 process x 32 windows: the same loss at every step,
+    the same weights at the end, and sharded evaluation equal to one process's. With 886
+    training windows in batches of 885, the second batch of each epoch leaves one process
+    without a window: it must step with weight 0 and still join the all-reduce."""
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
-    args = [str(worker), json.dumps(CFG.to_dict()), str(prepared / "tokens")]
+    cfg = CFG.replace(batch_size=batch_size)
+    args = [str(worker), json.dumps(cfg.to_dict()), str(prepared / "tokens")]
     one, two = tmp_path / "one", tmp_path / "two"
     for out, launcher in ((one, []), (two, [*TORCHRUN, "--standalone", "--nproc-per-node", "2"])):
         out.mkdir()
@@ -201,10 +206,13 @@ def test_two_processes_step_like_one_process_with_the_whole_batch(prepared, tmp_
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
     a, b = (json.loads((d / "record.json").read_text()) for d in (one, two))
-    assert len(a["losses"]) == len(b["losses"]) == 2 * 56 + 2  # every step, and after each epoch
-    # float32 sums in another order: measured at most 2e-7 relative over the 112 steps (median
-    # 5e-8); 1e-5 leaves room for other CPUs' kernels, and one window more or less in a batch
-    # would change the loss by far more
+    metrics = json.loads((two / "training_metrics.json").read_text())
+    assert metrics["data"]["train_windows"] == 886  # what the batch sizes above were chosen for
+    steps = metrics["data"]["steps_per_epoch"]
+    assert len(a["losses"]) == len(b["losses"]) == 2 * steps + 2  # every step, and after each epoch
+    # float32 sums in another order: measured at most 2e-7 relative over 112 steps of 16 windows
+    # (median 5e-8); 1e-5 leaves room for other CPUs' kernels, and one window more or less in a
+    # batch would change the loss by far more
     np.testing.assert_allclose(b["losses"], a["losses"], rtol=1e-5)
     assert_close_weights(weights(one), weights(two))
     # the same model, evaluated in two shards and summed, or whole: the same figures
@@ -212,8 +220,7 @@ def test_two_processes_step_like_one_process_with_the_whole_batch(prepared, tmp_
         assert b["sharded"]["by_lang"][lang] == pytest.approx(figures, rel=1e-12)
     assert b["sharded"]["loss"] == pytest.approx(b["whole"]["loss"], rel=1e-12)
     assert b["whole"]["loss"] == pytest.approx(a["whole"]["loss"], rel=1e-5)
-    metrics = json.loads((two / "training_metrics.json").read_text())
-    assert metrics["data"]["world_size"] == 2 and metrics["data"]["global_batch_size"] == 16
+    assert metrics["data"]["world_size"] == 2 and metrics["data"]["global_batch_size"] == batch_size
     state = load_checkpoint(two / "checkpoints" / "final.pt")
     assert state["world_size"] == 2 and len(state["rng_ranks"]) == 2
 
