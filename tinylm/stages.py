@@ -222,7 +222,8 @@ class Run:
                     f"{self.tokens_dir} on {socket.gethostname()} does not hold the token files "
                     "that rank 0 built", "on several machines, share the run directory (NFS) or "
                     "copy its corpus/, tokenizer/ and tokens/ to every machine first.")
-            t0 = _phase("training", self.progress)
+            world = distributed.world_size()
+            t0 = _phase("training" + (f" in {world} processes" if world > 1 else ""), self.progress)
             trainer = Trainer(self.cfg, self.tokens_dir, self.dir, resume=bool(resume),
                               progress=self.progress,
                               tokenizer_sha256=sha256_file(self.tokenizer_dir / "tokenizer.json"),
@@ -255,14 +256,14 @@ class Run:
 
     def _train_in_processes(self) -> dict:
         """Build the earlier stages here, then train in ``cfg.nproc`` processes: ``tinylm
-        train`` under torchrun, with this configuration, sharing this process's lock."""
+        train`` under torchrun, with this configuration, sharing this process's lock (rank 0
+        shows the progress)."""
         from tinylm import distributed
 
         with self.locked():
             resume = self._prepare_training()
             if resume is None:
                 return json.loads(self.metrics_path.read_text())
-            t0 = _phase(f"training in {self.cfg.nproc} processes", self.progress)
             flags = command_flags(self.cfg)
             if "--nproc" in flags:  # torchrun's --nproc-per-node says it
                 del flags[flags.index("--nproc"):flags.index("--nproc") + 2]
@@ -271,9 +272,7 @@ class Run:
                                 "--resume" if resume else "--fresh",
                                 *([] if self.progress else ["--quiet"])],
                                self.cfg.nproc, {"TINYLM_LOCK_PID": holder}, self.resume_command())
-            metrics = json.loads(self.metrics_path.read_text())
-        _done("training", t0, self.progress)
-        return metrics
+            return json.loads(self.metrics_path.read_text())
 
     def resume_command(self, command: str = "train") -> str:
         """The exact command line that continues this run with this configuration."""
