@@ -449,3 +449,52 @@ def deployment() -> Figure:
     _arrow(ax, (3.6 + 2 * w + 1.5 * gap, 1.5), (3.6 + 2 * w + 1.5 * gap, 2.2), ls="--")
     return fig
 
+
+
+
+def data_parallel(nproc: int = 2, batch_size: int = 16) -> Figure:
+    """Data parallelism: every process steps on its share of one global batch, an all-reduce
+    averages their gradients, and every copy of the model takes the same step. The gradient
+    numbers are made up; the split is ``EpochSampler.shard``'s."""
+    grads = np.array([[0.4, -0.2, 0.1, 0.3], [0.0, 0.4, 0.3, -0.1],
+                      [0.2, 0.0, -0.4, 0.2], [-0.2, 0.2, 0.4, 0.0]])[:nproc]
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"]
+    shards = np.array_split(np.arange(batch_size), nproc)
+    cell = 5.6 / batch_size
+    x_box = 0.3 + batch_size * cell + 0.5
+    x_grad, x_all = x_box + 3.3, x_box + 6.6
+    x_mean = x_all + 2.3
+    height = 1.3 + nproc * 1.1
+    fig, ax = _diagram(x_mean + 3.6, height, scale=0.62)
+
+    def cells(i, y, color):
+        ax.add_patch(Rectangle((0.3 + i * cell, y), cell * 0.88, 0.4, facecolor=color, alpha=0.75))
+
+    def vector(x, y, values, color):
+        for j, v in enumerate(values):
+            _box(ax, x + j * 0.62, y, 0.56, 0.45, f"{v:+.2f}", fill="white", edge=color, size=7.5)
+
+    for i in range(batch_size):
+        cells(i, height - 0.75, "#999999")
+    ax.text(0.3, height - 0.25, f"one global batch: batch_size = {batch_size} windows, the same on "
+                                "every process", fontsize=9, va="center")
+    rows = [height - 1.9 - r * 1.1 for r in range(nproc)]
+    for r, (shard, y) in enumerate(zip(shards, rows)):
+        for i in shard:
+            cells(i, y + 0.05, colors[r])
+        _arrow(ax, (0.3 + (shard[-1] + 1) * cell, y + 0.25), (x_box, y + 0.25), color=colors[r])
+        _box(ax, x_box, y - 0.1, 2.7, 0.7, f"rank {r}: forward and\nbackward on {len(shard)} windows",
+             fill=KIND_COLORS["model"], edge=colors[r], size=8)
+        _arrow(ax, (x_box + 2.7, y + 0.25), (x_grad, y + 0.25), color=colors[r])
+        vector(x_grad, y + 0.02, grads[r], colors[r])
+        _arrow(ax, (x_grad + 2.5, y + 0.25), (x_all, y + 0.25))
+        vector(x_mean, y + 0.02, grads.mean(axis=0), "#444444")
+        _arrow(ax, (x_mean + 2.5, y + 0.25), (x_mean + 2.85, y + 0.25))
+        _box(ax, x_mean + 2.85, y, 0.65, 0.5, "step", fill=KIND_COLORS["train"], size=8)
+    _box(ax, x_all, rows[-1] - 0.1, 1.8, rows[0] - rows[-1] + 0.7,
+         "all-reduce:\nthe mean of\n" + ", ".join(f"g{r}" for r in range(nproc)),
+         fill=KIND_COLORS["train"], size=8.5)
+    ax.text(x_grad, height - 0.95, "each its own gradient", fontsize=8.5, va="center")
+    ax.text(x_mean, height - 0.95, "all the same: the same AdamW\nstep, so the same weights",
+            fontsize=8.5, va="center")
+    return fig

@@ -4,7 +4,8 @@ Every configuration value is a flag (``--epochs 5``, ``--vocab-size 2048``); a p
 the starting values and flags override them. Errors print their message and remedy and
 exit with their code (tinylm/errors.py); ``--debug`` shows the traceback instead. This is
 the entry point, so it is what makes the process-wide settings (``tinylm.runtime``) and asks
-the user questions; the library below it does neither.
+the user questions; the library below it does neither. Started by torchrun, ``tinylm train``
+is one process of a data-parallel run: it joins the process group, and only rank 0 speaks.
 """
 from __future__ import annotations
 
@@ -17,16 +18,18 @@ import shutil
 import signal
 import sys
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 
-from tinylm import __version__
+from tinylm import __version__, distributed
 from tinylm.config import PRESETS, Config, describe, load_preset
-from tinylm.errors import Interrupted, PrerequisiteError, TinyLMError
+from tinylm.errors import ConfigError, Interrupted, PrerequisiteError, TinyLMError
 
 EXAMPLES = """examples:
   tinylm train --preset quick                     # a small model in under a minute
   tinylm train --preset default --epochs 10       # the default model, fewer epochs
   tinylm train --output-dir runs/default --resume # continue an interrupted run
+  tinylm train --preset default --nproc 2         # in 2 processes (data parallel, torchrun)
   tinylm generate --output-dir runs/default --lang es --prompt "En el principio"
   tinylm evaluate --output-dir runs/default       # losses, samples, budgets; exit 5 on failure
   tinylm evaluate --output-dir runs/default --json | jq .passed   # the same, for scripts
@@ -48,11 +51,25 @@ class _Parser(argparse.ArgumentParser):
             known = [o for a in self._actions for o in a.option_strings
                      if o.startswith("--") and o not in ("--help", "--version")]
             for word in message.split(":", 1)[1].split():
-                close = difflib.get_close_matches(word.split("=")[0], known, n=3)
+                close = _closest(word.split("=")[0], known)
                 if word.startswith("--") and close:
                     hint += f" {word}: did you mean {' or '.join(close)}?"
         print(f"  what to do:{hint} see `{self.prog} --help`.", file=sys.stderr)
         self.exit(1)
+
+
+def _closest(word: str, known: list[str]) -> list[str]:
+    """The flags nearest to a mistyped one: the best match, and any nearly as good. Every flag
+    shares the leading dashes, so difflib's cutoff alone lets unrelated ones through
+    (--epocs: --epochs 0.93, --nproc 0.71).
+
+    >>> _closest("--epocs", ["--epochs", "--nproc", "--threads"])
+    ['--epochs']
+    """
+    score = {k: difflib.SequenceMatcher(None, word, k).ratio() for k in known}
+    best = max(score.values(), default=0.0)
+    return sorted((k for k in known if score[k] >= max(0.6, best - 0.1)), key=score.get,
+                  reverse=True)[:3]
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -108,12 +125,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_flags(t)
 
     pl = sub.add_parser(
-        "pipeline", help="run the ten chapters headless (papermill) into a run directory",
+        "pipeline", help="run the book's chapters headless (papermill) into a run directory",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=PIPELINE_EPILOG,
         description="Execute the book's chapters in order with the given configuration; the "
                     "executed notebooks land in RUN/notebooks next to every artifact.")
     _training_options(pl)
-    pl.add_argument("--chapters", default=None, help="a subset, e.g. 1,2,5 (default: all ten)")
+    pl.add_argument("--chapters", default=None, help="a subset, e.g. 1,2,5 (default: all)")
     pl.add_argument("--skip-corpus", action="store_true", help="reuse the existing corpus as is")
     pl.add_argument("--skip-tokenizer", action="store_true", help="reuse the existing tokenizer as is")
     _add_config_flags(pl)
@@ -182,13 +199,28 @@ def _training_run(args: argparse.Namespace):
     from tinylm.stages import Run
 
     cfg = config_from_args(args)
-    for warning in cfg.warnings():
+    if distributed.launched():
+        cfg = _config_of_rank(cfg, args)
+    master = distributed.launched_rank() == 0  # the other ranks of a torchrun launch are quiet
+    for warning in cfg.warnings() if master else ():
         print(f"warning: {warning}", file=sys.stderr)
     resume = True if args.resume else (False if args.fresh else None)
-    run = Run(Path(args.output_dir or f"runs/{cfg.name}"), cfg, progress=not args.quiet, resume=resume)
-    if resume is None and run.has_checkpoints() and not run.is_trained():
+    run = Run(Path(args.output_dir or f"runs/{cfg.name}"), cfg, progress=not args.quiet and master,
+              resume=resume)
+    if resume is None and not distributed.launched() and run.has_checkpoints() and not run.is_trained():
         run.resume = _ask_resume(run.checkpoints_dir)
     return run
+
+
+def _config_of_rank(cfg: Config, args: argparse.Namespace) -> Config:
+    """Under torchrun, ``nproc`` is the number of processes torchrun started on this machine."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    if args.nproc is not None and cfg.nproc != local:
+        raise ConfigError(f"--nproc {cfg.nproc} given, but torchrun started {local} process(es) "
+                          "on this machine", "drop --nproc when torchrun starts tinylm (its "
+                          "--nproc-per-node says how many), or drop torchrun: tinylm train "
+                          "--nproc N starts it for you.")
+    return cfg.replace(nproc=local)
 
 
 def _ask_resume(checkpoints_dir: Path) -> bool | None:
@@ -217,20 +249,29 @@ def _load_run(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train, then sample and measure. With --nproc N, ``Run.train`` starts N processes under
+    torchrun, each running this command; started by torchrun, this process first joins the
+    others, and only rank 0 takes the lock, samples, measures and reports."""
     run = _training_run(args)
-    with run.locked():  # one holder from the first stage to the last file
-        from tinylm.runtime import setup_process  # torch: only once there is work to do
+    joined = distributed.process_group(run.cfg.device, run.resume_command()) \
+        if distributed.launched() else nullcontext()
+    with joined:
+        master = distributed.is_master()
+        with run.locked() if master else nullcontext():  # one holder from the first stage to the last file
+            from tinylm.runtime import setup_process  # torch: only once there is work to do
 
-        setup_process(run.cfg.threads)
-        _print_estimate(run, args)
-        metrics = run.train()
-        from tinylm.evaluate import training_checks
+            setup_process(distributed.threads_per_process(run.cfg.threads))
+            if not distributed.launched():  # ranks under torchrun: their launcher estimated
+                _print_estimate(run, args)
+            metrics = run.train()
+            from tinylm.evaluate import training_checks
 
-        checks = training_checks(metrics)
-        if not args.no_eval:
-            run.samples()
-            run.budgets()
-    _summary(run, checks)
+            checks = training_checks(metrics)
+            if master and not args.no_eval:
+                run.samples()
+                run.budgets()
+    if master and not distributed.under_launcher():  # else the launcher's caller reports
+        _summary(run, checks)
     return 0
 
 
@@ -483,6 +524,23 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM outside training stops as cleanly as Ctrl-C
 
 
+def _report(failure: TinyLMError) -> None:
+    """Print an error and its remedy. Of the processes of a data-parallel run, rank 0 speaks
+    for all (through tinylm's launcher when that started them); another rank prints only
+    what happened to it alone, naming itself."""
+    rank = distributed.launched_rank()
+    if isinstance(failure, distributed.Rank0Stopped) or (rank == 0 and distributed.under_launcher()) \
+            or (rank > 0 and isinstance(failure, Interrupted)):
+        return
+    who = f"rank {rank}: " if rank else ""
+    if isinstance(failure, Interrupted):  # a new line after the progress bar
+        print(f"\n{who}interrupted: {failure.message}", file=sys.stderr)
+    else:
+        print(f"{who}error: {failure.message}", file=sys.stderr)
+    if failure.remedy:
+        print(f"  what to do: {failure.remedy}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
@@ -491,42 +549,48 @@ def main(argv: list[str] | None = None) -> int:
     from tinylm.runtime import use_passive_openmp_wait
 
     use_passive_openmp_wait()  # before anything loads torch, and for every process we start
-    handler = COMMANDS[args.command]
-    debug = getattr(args, "debug", False)
     main_thread = (threading.current_thread() is threading.main_thread()
                    and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN)
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    # tinylm's launcher passes a stop on as SIGINT; SIGTERM is torchrun tearing down the rest
+    # of a failed run, which must not cut a report short (tinylm.distributed.launch)
+    on_term = signal.SIG_IGN if distributed.under_launcher() else _terminate
+    previous = signal.signal(signal.SIGTERM, on_term) if main_thread else None
     try:
-        return handler(args) or 0
+        code, failure = _run(args)
+        if failure is not None:
+            _report(failure)
+        return distributed.report_to_launcher(code, failure)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> tuple[int, TinyLMError | None]:
+    """The command's exit code, and the error it ended with (as a TinyLMError)."""
+    debug = getattr(args, "debug", False)
+    try:
+        if distributed.launched() and args.command != "train":
+            raise ConfigError(f"`tinylm {args.command}` runs in one process, but torchrun started "
+                              "this one", "run it without torchrun; only `tinylm train` trains "
+                              "in several processes (or give it --nproc N).")
+        return COMMANDS[args.command](args) or 0, None
     except TinyLMError as exc:
         if debug:
             raise
-        if isinstance(exc, Interrupted):  # a new line after the progress bar
-            print(f"\ninterrupted: {exc.message}", file=sys.stderr)
-        else:
-            print(f"error: {exc.message}", file=sys.stderr)
-        if exc.remedy:
-            print(f"  what to do: {exc.remedy}", file=sys.stderr)
-        return exc.exit_code
+        return exc.exit_code, exc
     except KeyboardInterrupt:
         if debug:
             raise
-        print("\ninterrupted: stopped before training started or after it ended; every file is "
-              "written whole or not at all, so nothing half-written was kept", file=sys.stderr)
-        print("  what to do: run the same command again: finished stages are skipped.",
-              file=sys.stderr)
-        return 130
+        return 130, Interrupted("stopped before training started or after it ended; every file "
+                                "is written whole or not at all, so nothing half-written was kept",
+                                "run the same command again: finished stages are skipped.")
     except OSError as exc:  # disk full, permissions, a file vanishing under us
         if debug:
             raise
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
-        print("  what to do: check free disk space and permissions, then run the same command "
-              "again (--debug shows where it happened).", file=sys.stderr)
-        return 1
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        return 1, PrerequisiteError(f"{exc.strerror or exc}{where}", "check free disk space and "
+                                    "permissions, then run the same command again (--debug shows "
+                                    "where it happened).")
 
 
 if __name__ == "__main__":

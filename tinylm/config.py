@@ -102,7 +102,8 @@ class Config:
     # training
     epochs: int = setting(20, "passes over the training windows", 1, 1000, stage="train",
                           resumable=True)  # a resumed run may train longer
-    batch_size: int = setting(32, "windows per optimizer step", 1, 4096, stage="train")
+    batch_size: int = setting(32, "windows per optimizer step, over all processes: with nproc N "
+                              "each takes batch_size / N of them", 1, 4096, stage="train")
     learning_rate: float = setting(3e-3, "peak AdamW learning rate", 1e-6, 1.0, stage="train")
     min_lr_ratio: float = setting(0.1, "the cosine schedule ends at learning_rate * min_lr_ratio",
                                   0.0, 1.0, stage="train")
@@ -119,7 +120,14 @@ class Config:
                           stage=None, choices=("auto", "cpu", "cuda"))
     compile: bool = setting(False, "torch.compile the model (pays off only on long runs)",
                             stage=None)
-    threads: int = setting(0, "torch threads; 0 means one per physical core", 0, 1024, stage=None)
+    threads: int = setting(0, "torch threads per process; 0 means one per physical core, shared "
+                           "among the processes", 0, 1024, stage=None)
+    # batch_size is the global batch, so the number of processes changes the speed, not the
+    # model (up to the order of floating-point sums): a speed knob like threads, which a
+    # resumed run may change (it continues from the same global position)
+    nproc: int = setting(1, "training processes on this machine (data parallel, started with "
+                         "torchrun); the global batch batch_size is split among them", 1, 1024,
+                         stage=None)
     checkpoint_every: int = setting(500, "steps between mid-epoch checkpoints (last.pt)",
                                     1, 10_000_000, stage=None)
     # generation and sample quality
@@ -204,6 +212,12 @@ class Config:
                     f"no embedded public-domain text for language(s) {bad}",
                     f"choose from {', '.join(TRANSLATIONS)} or give --corpus-path.",
                 )
+        if self.batch_size < self.nproc:
+            raise ConfigError(
+                f"batch_size={self.batch_size} is smaller than nproc={self.nproc}: each training "
+                "process takes a share of every batch of batch_size windows",
+                f"use at most {self.batch_size} processes, or batch_size {self.nproc} or more.",
+            )
         if self.n_embd % self.n_head:
             raise ConfigError(
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}",

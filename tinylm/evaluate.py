@@ -15,25 +15,32 @@ import numpy as np
 import torch
 
 from tinylm.data import TokenDataset, language_of_positions
+from tinylm.distributed import all_reduce_sum
 from tinylm.runtime import autocast
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset: TokenDataset, spans: list, languages: list[str],
              tokens_per_byte: dict[str, float], batch_size: int = 32,
-             device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32) -> dict:
+             device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
+             rank: int = 0, world_size: int = 1) -> dict:
     """Mean loss over every window of ``dataset``, overall and per language.
 
     Returns ``{"loss", "perplexity", "bpb", "by_lang": {lang: {"loss", "perplexity", "bpb",
     "tokens"}}}``. ``spans`` (from the token stage's meta.json) map stream positions to
     languages; ``tokens_per_byte`` converts nats per token into bits per byte: a language's
     tokens stand for tokens / tokens_per_byte bytes.
+
+    With ``world_size`` training processes, each evaluates every ``world_size``-th batch
+    (the same batches one process would, so the same per-token losses) and the sums of
+    losses and counts per language are added up over the processes: every process gets the
+    figures one process would have computed.
     """
     was_training = model.training
     model.eval()
     sums = np.zeros(len(languages))
     counts = np.zeros(len(languages))
-    for start in range(0, len(dataset), batch_size):
+    for start in range(rank * batch_size, len(dataset), world_size * batch_size):
         idx = np.arange(start, min(start + batch_size, len(dataset)))
         x, y = dataset.batch(idx)
         with autocast(device, dtype):
@@ -43,6 +50,8 @@ def evaluate(model: torch.nn.Module, dataset: TokenDataset, spans: list, languag
         sums += np.bincount(lang, weights=losses, minlength=len(languages))
         counts += np.bincount(lang, minlength=len(languages))
     model.train(was_training)
+    if world_size > 1:
+        sums, counts = np.split(all_reduce_sum(np.concatenate([sums, counts])), 2)
     by_lang = {}
     for i, lang in enumerate(languages):
         if counts[i]:

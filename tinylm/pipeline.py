@@ -1,4 +1,4 @@
-"""``tinylm pipeline``: the ten chapters, executed headless with papermill, are the pipeline.
+"""``tinylm pipeline``: the chapters, executed headless with papermill, are the pipeline.
 
 Each chapter's ``parameters`` cell declares ``run_dir``, ``config`` and ``resume``, and its
 next cell opens its run with ``chapter_run``; the pipeline injects the run directory, the
@@ -28,9 +28,10 @@ _HERE = Path(__file__).resolve().parent
 BOOK_DIR = _HERE / "book" if (_HERE / "book").is_dir() else _HERE.parent / "book"
 CHAPTERS = ["01_overview", "02_tokenization", "03_model", "04_data", "05_training",
             "06_optimization", "07_evaluation", "08_troubleshooting", "09_hyperparameters",
-            "10_budgets"]
+            "10_budgets", "11_scaling_out"]
 #: The exit code of a chapter that fails with an error that is not a TinyLMError.
-STAGE_EXIT = {"01": 2, "02": 3, "03": 4, "04": 3, "05": 4, "06": 4, "07": 5, "08": 4, "09": 4, "10": 5}
+STAGE_EXIT = {"01": 2, "02": 3, "03": 4, "04": 3, "05": 4, "06": 4, "07": 5, "08": 4, "09": 4, "10": 5,
+              "11": 4}
 PARAMETERS = ("run_dir", "config", "resume")
 #: What a chapter's run says when training is interrupted: the remedy is in the notebook.
 NOTEBOOK_RESUME_HINT = ("resume = True in the chapter's parameters cell (its first code cell), "
@@ -111,7 +112,7 @@ def chapter_paths(selection: list[str] | None = None) -> list[Path]:
         unknown = [s for s, name in wanted.items() if name is None]
         if unknown or not wanted:
             raise ConfigError(f"unknown chapter(s): {', '.join(unknown) or 'none given'}",
-                              f"use numbers 1-10 or names: {', '.join(CHAPTERS)}.")
+                              f"use numbers 1-{len(CHAPTERS)} or names: {', '.join(CHAPTERS)}.")
         names = [name for name in CHAPTERS if name in wanted.values()]  # book order, once each
     chosen = [BOOK_DIR / f"{name}.ipynb" for name in names]
     missing = [p.name for p in chosen if not p.is_file()]

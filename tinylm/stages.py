@@ -13,9 +13,10 @@ import hashlib
 import json
 import shlex
 import shutil
+import socket
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -215,33 +216,78 @@ class Run:
         Everything that could refuse (resume decision, changed settings, disk, too little
         data) is checked before anything is rebuilt or deleted, so a refused run leaves the
         existing checkpoints, tokenizer and token files as they were.
+
+        With ``nproc > 1`` the training runs in that many processes (``tinylm.distributed``):
+        this one builds the earlier stages, starts them with torchrun and waits. Each of them
+        runs this method in its process group: rank 0 decides, builds and writes as a single
+        process would; the others wait for its decision, train, and write nothing.
         """
+        from tinylm import distributed
         from tinylm.train import Trainer
 
-        with self.locked():
-            if self.is_trained():
+        if self.cfg.nproc > 1 and not distributed.is_initialized():
+            return self._train_in_processes()
+        master = distributed.is_master()
+        with self.locked() if master else nullcontext():
+            resume = distributed.decided_by_rank0(self._prepare_training)
+            if resume is None:  # trained already, with these settings
                 return json.loads(self.metrics_path.read_text())
-            resume = self.decide_resume()
-            if resume:
-                self.check_resume()
-            self.tokenizer()  # its file's checksum goes into every checkpoint
-            self.tokens()
-            t0 = _phase("training", self.progress)
-            n_params = 12 * self.cfg.n_layer * self.cfg.n_embd ** 2 + self.cfg.vocab_size * self.cfg.n_embd
-            old = _size(self.checkpoints_dir) if resume is False else 0
-            self._require_disk(4 * 3 * 4 * n_params, "the checkpoints", reclaim=old)
+            if not master and not self.is_current("tokens", self.tokens_dir):
+                raise PrerequisiteError(
+                    f"{self.tokens_dir} on {socket.gethostname()} does not hold the token files "
+                    "that rank 0 built", "on several machines, share the run directory (NFS) or "
+                    "copy its corpus/, tokenizer/ and tokens/ to every machine first.")
+            world = distributed.world_size()
+            t0 = _phase("training" + (f" in {world} processes" if world > 1 else ""), self.progress)
             trainer = Trainer(self.cfg, self.tokens_dir, self.dir, resume=bool(resume),
                               progress=self.progress,
                               tokenizer_sha256=sha256_file(self.tokenizer_dir / "tokenizer.json"),
                               resume_hint=self.resume_command())
-            if resume is False and self.checkpoints_dir.exists():  # --fresh: only now, when
-                shutil.rmtree(self.checkpoints_dir)                # nothing can refuse any more
-                self.metrics_path.unlink(missing_ok=True)
-            self.cfg.save(self.dir / "config.json")
+            if master:
+                if resume is False and self.checkpoints_dir.exists():  # --fresh: only now, when
+                    shutil.rmtree(self.checkpoints_dir)                # nothing can refuse any more
+                    self.metrics_path.unlink(missing_ok=True)
+                self.cfg.save(self.dir / "config.json")
             metrics = trainer.fit()
-            self.mark_current("train", self.checkpoints_dir)
+            if master:
+                self.mark_current("train", self.checkpoints_dir)
         _done("training", t0, self.progress)
         return metrics
+
+    def _prepare_training(self) -> bool | None:
+        """None when the run is trained already; else, once the resume rule and the disk
+        allow it and the earlier stages are built, whether to resume."""
+        if self.is_trained():
+            return None
+        resume = self.decide_resume()
+        if resume:
+            self.check_resume()
+        self.tokenizer()  # its file's checksum goes into every checkpoint
+        self.tokens()
+        n_params = 12 * self.cfg.n_layer * self.cfg.n_embd ** 2 + self.cfg.vocab_size * self.cfg.n_embd
+        old = _size(self.checkpoints_dir) if resume is False else 0
+        self._require_disk(4 * 3 * 4 * n_params, "the checkpoints", reclaim=old)
+        return resume
+
+    def _train_in_processes(self) -> dict:
+        """Build the earlier stages here, then train in ``cfg.nproc`` processes: ``tinylm
+        train`` under torchrun, with this configuration, sharing this process's lock (rank 0
+        shows the progress)."""
+        from tinylm import distributed
+
+        with self.locked():
+            resume = self._prepare_training()
+            if resume is None:
+                return json.loads(self.metrics_path.read_text())
+            flags = command_flags(self.cfg)
+            if "--nproc" in flags:  # torchrun's --nproc-per-node says it
+                del flags[flags.index("--nproc"):flags.index("--nproc") + 2]
+            holder = self._lock.path.read_text().split()[0]  # us, or the parent we share it with
+            distributed.launch(["train", *flags, "--output-dir", str(self.dir), "--no-eval",
+                                "--resume" if resume else "--fresh",
+                                *([] if self.progress else ["--quiet"])],
+                               self.cfg.nproc, {"TINYLM_LOCK_PID": holder}, self.resume_command())
+            return json.loads(self.metrics_path.read_text())
 
     def resume_command(self, command: str = "train") -> str:
         """The exact command line that continues this run with this configuration."""

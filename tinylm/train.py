@@ -9,6 +9,11 @@ that the loop checks between steps, ``state_dict`` holds everything the loop dep
 a pure function of the step. That is why a run stopped mid-epoch and resumed ends with the
 same weights as one that never stopped.
 
+The same loop trains in several processes started by torchrun (``tinylm.distributed``):
+each steps on its shard of every global batch inside ``DistributedDataParallel``, one
+all-reduce per step gives every process the batch's loss and any stop signal (so they stop
+after the same step), evaluation is sharded, and rank 0 alone writes.
+
 The trainer makes no process-wide settings (threads, allocator, subnormals): the entry
 point does, once (``tinylm.runtime.setup_process``).
 """
@@ -19,12 +24,15 @@ import math
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
+from tinylm import distributed
 from tinylm.checkpoint import RunLock, load_resume_state, save_checkpoint, write_json
 from tinylm.config import Config, check_resume
 from tinylm.data import EpochSampler, load_splits
@@ -92,6 +100,9 @@ class Trainer:
     ``tokens_dir`` holds train.bin/val.bin/meta.json; ``out_dir`` receives
     ``checkpoints/`` and ``training_metrics.json``. With ``resume=True`` the trainer
     continues from ``checkpoints/last.pt`` (or ``best.pt`` if last is damaged).
+
+    In a process group (``tinylm.distributed``) every process makes its own ``Trainer``;
+    rank 0's writes the files and shows progress.
     """
 
     def __init__(self, cfg: Config, tokens_dir: Path, out_dir: Path, *, resume: bool = False,
@@ -100,7 +111,9 @@ class Trainer:
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
-        self.progress = progress
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.master = self.rank == 0  # writes files, prints progress
+        self.progress = progress and self.master
         self.tokenizer_sha256 = tokenizer_sha256
         self.resume_hint = resume_hint
         self.train_data, self.val_data, self.meta = load_splits(tokens_dir, cfg.block_size)
@@ -114,7 +127,10 @@ class Trainer:
         self.model = GPT(self.model_config).to(self.device)
         self.optimizer = self.model.configure_optimizer(cfg.learning_rate, cfg.weight_decay,
                                                         (cfg.beta1, cfg.beta2))
-        self.sampler = EpochSampler(len(self.train_data), cfg.batch_size, cfg.seed)
+        self.sampler = EpochSampler(len(self.train_data), cfg.batch_size, cfg.seed,
+                                    rank=self.rank, world_size=self.world_size)
+        if self.world_size > 1:  # each process draws its own dropout masks
+            torch.manual_seed(cfg.seed + self.rank)
         self.step = 0
         self.epoch_loss_sum = 0.0  # running sums of the epoch in progress (saved on interrupt)
         self.epoch_steps = 0
@@ -124,9 +140,10 @@ class Trainer:
         self.resumed: list[dict] = []
         if resume:
             self.resume()
+        self.eager = distributed.wrap(self.model)  # DistributedDataParallel in a process group
         # torch.compile fuses the many small ops of a tiny model; it needs a C++ compiler
         # and 20-60 s of compiling, so it is optional and falls back to eager if it fails.
-        self.forward = torch.compile(self.model, dynamic=False) if cfg.compile else self.model
+        self.forward = torch.compile(self.eager, dynamic=False) if cfg.compile else self.eager
 
     @property
     def total_steps(self) -> int:
@@ -136,7 +153,8 @@ class Trainer:
     def fit(self) -> dict:
         """Train until ``cfg.epochs`` epochs are done; return the final metrics."""
         cfg = self.cfg
-        with RunLock(self.out_dir), StopSignals() as stop:  # the lock is shared with a Run holding it
+        # the lock is shared with a Run holding it; the other ranks leave the run directory alone
+        with RunLock(self.out_dir) if self.master else nullcontext(), StopSignals() as stop:
             while self.sampler.epoch < cfg.epochs:
                 self.model.train()
                 bar = self._progress_bar()
@@ -144,33 +162,42 @@ class Trainer:
                 for batch in self.sampler.epoch_batches():
                     lr = lr_at(self.step, self.total_steps, cfg.learning_rate, cfg.warmup_steps,
                                cfg.min_lr_ratio)
-                    x, y = self.train_data.batch(batch)
-                    loss = self.train_step(x, y, lr).loss
+                    x, y, share = self._shard(batch)
+                    loss = self.train_step(x, y, lr, weight=share * self.world_size).loss
+                    # over all processes: the whole batch's loss, and a stop signal any of them got
+                    loss, signum = distributed.agree(loss * share, stop.signum)
                     if not math.isfinite(loss):
-                        raise self._diverged(loss)
+                        raise distributed.stop_together(self._diverged(loss))
                     self.step += 1
                     self.epoch_loss_sum += loss
                     self.epoch_steps += 1
-                    tokens += x.numel()
+                    tokens += len(batch) * cfg.block_size
                     now = time.perf_counter()
                     self.elapsed, seconds, tick = self.elapsed + now - tick, seconds + now - tick, now
                     bar.update()
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", refresh=False)
-                    if stop.signum is not None:
+                    if signum is not None:
                         bar.close()
-                        self._interrupt(stop.signum)
+                        self._interrupt(signum)
                     if self.step % cfg.checkpoint_every == 0:
                         self.save("last.pt")
                 bar.close()
                 self._end_epoch(tokens / max(seconds, 1e-9))
-                if stop.signum is not None:
-                    self._interrupt(stop.signum)
+                _, signum = distributed.agree(0.0, stop.signum)  # a signal during evaluation
+                if signum is not None:
+                    self._interrupt(signum)
             self.save("final.pt")
             return self.write_metrics("complete")
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> Step:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float, weight: float = 1.0) -> Step:
         """One optimizer step on a batch at learning rate ``lr``: forward under autocast,
-        backward, clip, AdamW. The primitive that ``fit``, ``run_steps`` and the book share."""
+        backward, clip, AdamW. The primitive that ``fit``, ``run_steps`` and the book share.
+
+        ``weight`` scales the loss before ``backward``: in data-parallel training, this
+        process's share of the global batch times the number of processes, because
+        DistributedDataParallel averages the processes' gradients, and the mean over the
+        whole batch weighs each process by its share. The loss returned is not scaled.
+        """
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, y = to_device(x, self.device), to_device(y, self.device)
@@ -178,13 +205,13 @@ class Trainer:
             try:
                 _, loss = self.forward(x, y)
             except Exception as exc:  # compile errors surface at the first call
-                if self.forward is self.model:
+                if self.forward is self.eager:
                     raise
                 print(f"warning: torch.compile failed ({type(exc).__name__}: "
                       f"{str(exc).splitlines()[0][:200]}); training without it", file=sys.stderr)
-                self.forward = self.model
+                self.forward = self.eager
                 _, loss = self.forward(x, y)
-        loss.backward()
+        (loss if weight == 1.0 else loss * weight).backward()
         norm = math.nan
         if self.cfg.grad_clip > 0:
             norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip))
@@ -216,12 +243,23 @@ class Trainer:
             self.sampler.next_epoch()
 
     def evaluate(self) -> dict:
-        """Validation loss, perplexity and bits per byte, overall and per language."""
+        """Validation loss, perplexity and bits per byte, overall and per language (each
+        process evaluates its share of the batches; every one gets the whole figures)."""
         return evaluate(self.model, self.val_data, self.meta["spans"]["val"], self.cfg.languages,
                         {lang: v["tokens_per_byte"] for lang, v in self.meta["splits"]["val"].items()},
-                        batch_size=self.cfg.batch_size, device=self.device, dtype=self.dtype)
+                        batch_size=self.cfg.batch_size, device=self.device, dtype=self.dtype,
+                        rank=self.rank, world_size=self.world_size)
 
     # ------------------------------------------------------------ around the loop
+    def _shard(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """This process's windows of a global batch, and their share of it. A process left
+        without a window (an epoch's last batch can be smaller than the number of processes)
+        steps on the batch's first window with weight 0: it still joins the gradient
+        all-reduce, and adds nothing to it."""
+        part = self.sampler.shard(batch)
+        x, y = self.train_data.batch(part if len(part) else batch[:1])
+        return x, y, len(part) / len(batch)
+
     def _progress_bar(self) -> tqdm:
         return tqdm(total=self.sampler.batches_per_epoch, initial=self.sampler.batch,
                     desc=f"epoch {self.sampler.epoch + 1}/{self.cfg.epochs}", unit="step",
@@ -265,13 +303,17 @@ class Trainer:
     def _interrupt(self, signum: int) -> None:
         self.save("last.pt")
         self.write_metrics("interrupted")
-        raise Interrupted(f"{signal.Signals(signum).name} received: saved checkpoint at step "
-                          f"{self.step} (epoch {self.sampler.epoch + 1}, batch {self.sampler.batch}) "
-                          f"to {self.ckpt_dir / 'last.pt'}",
-                          f"resume with: {self.resume_hint}")
+        raise distributed.stop_together(Interrupted(
+            f"{signal.Signals(signum).name} received: saved checkpoint at step {self.step} "
+            f"(epoch {self.sampler.epoch + 1}, batch {self.sampler.batch}) to "
+            f"{self.ckpt_dir / 'last.pt'}", f"resume with: {self.resume_hint}"))
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
+        """Everything the loop depends on. With several processes every one must call it:
+        their random generators (each draws its own dropout masks) are gathered into it."""
+        rng = distributed.all_gather({"torch": torch.get_rng_state(), "cuda": (
+            torch.cuda.get_rng_state() if self.device.type == "cuda" else None)})
         state = {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "model_config": self.model_config.to_dict(), "config": json.dumps(self.cfg.to_dict()),
@@ -279,10 +321,13 @@ class Trainer:
             "epoch_loss_sum": self.epoch_loss_sum, "epoch_steps": self.epoch_steps,
             "history": json.dumps(self.history), "best_val": self.best_val,
             "elapsed": self.elapsed, "resumed": json.dumps(self.resumed),
-            "rng_torch": torch.get_rng_state(), "tokenizer_sha256": self.tokenizer_sha256,
+            "rng_torch": rng[0]["torch"], "tokenizer_sha256": self.tokenizer_sha256,
+            "world_size": self.world_size,
         }
+        if self.world_size > 1:
+            state["rng_ranks"] = rng
         if self.device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state()
+            state["rng_cuda"] = rng[0]["cuda"]
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -296,13 +341,17 @@ class Trainer:
         self.best_val = float(state["best_val"])
         self.elapsed = float(state["elapsed"])
         self.resumed = json.loads(state["resumed"])
-        torch.set_rng_state(state["rng_torch"])
-        if "rng_cuda" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng_cuda"])
+        saved = state.get("rng_ranks") or [{"torch": state["rng_torch"], "cuda": state.get("rng_cuda")}]
+        if self.rank < len(saved):
+            torch.set_rng_state(saved[self.rank]["torch"])
+            if saved[self.rank]["cuda"] is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(saved[self.rank]["cuda"])
+        else:  # more processes than the saving run had: this one starts its own stream
+            torch.manual_seed(self.cfg.seed + self.rank)
 
     def resume(self) -> None:
         """Continue from the run's newest good checkpoint, refusing changed model or data settings."""
-        state, _ = load_resume_state(self.ckpt_dir, self.device)  # last.pt, else best.pt
+        state, _ = load_resume_state(self.ckpt_dir, self.device, quiet=not self.master)  # last.pt, else best.pt
         changed = check_resume(Config.from_dict(json.loads(state["config"])), self.cfg)
         if self.tokenizer_sha256 and state.get("tokenizer_sha256") not in ("", self.tokenizer_sha256):
             raise TrainingError("cannot resume: the tokenizer changed since the checkpoint was saved",
@@ -311,7 +360,11 @@ class Trainer:
         self.resumed.append({"at_step": self.step, "changed": changed})
 
     def save(self, name: str) -> None:
-        save_checkpoint(self.ckpt_dir / name, self.state_dict())
+        """Rank 0 writes ``checkpoints/<name>``; the other processes wait until it is whole."""
+        state = self.state_dict()
+        if self.master:
+            save_checkpoint(self.ckpt_dir / name, state)
+        distributed.barrier()
 
     # ------------------------------------------------------------ the report
     def metrics(self, status: str) -> dict:
@@ -325,7 +378,9 @@ class Trainer:
                       "flops_per_token": self.model.flops_per_token()},
             "data": {"train_tokens": len(self.train_data.tokens), "val_tokens": len(self.val_data.tokens),
                      "train_windows": len(self.train_data), "val_windows": len(self.val_data),
-                     "steps_per_epoch": self.sampler.batches_per_epoch},
+                     "steps_per_epoch": self.sampler.batches_per_epoch,
+                     # batch_size is the global batch; each process steps on its share of it
+                     "global_batch_size": self.cfg.batch_size, "world_size": self.world_size},
             "environment": environment(self.device, self.dtype),
             "history": self.history,
             "best_epoch": best["epoch"] if best else None,
@@ -339,5 +394,6 @@ class Trainer:
 
     def write_metrics(self, status: str) -> dict:
         metrics = self.metrics(status)
-        write_json(self.out_dir / "training_metrics.json", metrics)
+        if self.master:
+            write_json(self.out_dir / "training_metrics.json", metrics)
         return metrics

@@ -23,7 +23,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tinylm import cli, pipeline
@@ -31,7 +31,7 @@ from tinylm import train as train_module
 from tinylm.checkpoint import load_checkpoint, load_resume_state
 from tinylm.config import RANGES, Config, command_flags, load_preset
 from tinylm.data import EpochSampler
-from tinylm.errors import Interrupted, TrainingError
+from tinylm.errors import ConfigError, Interrupted, TrainingError
 from tinylm.stages import Run
 
 CLI = [sys.executable, "-m", "tinylm.cli"]
@@ -400,7 +400,10 @@ def test_the_printed_command_rebuilds_the_configuration(preset, shares, compile_
         lo, hi, _ = RANGES[key]
         value = lo + share * (min(hi, lo + 10_000) - lo)
         values[key] = int(value) if isinstance(getattr(Config(), key), int) else value
-    cfg = load_preset(preset, **values)
+    try:
+        cfg = load_preset(preset, **values)
+    except ConfigError:  # values in range that refuse each other (nproc above batch_size)
+        assume(False)
     args = cli._parser().parse_args(["train", *command_flags(cfg)])
     assert cli.config_from_args(args) == cfg
 

@@ -33,7 +33,7 @@ def test_pipeline_writes_every_artifact_and_executed_chapter(quick_run):
     for name in ARTIFACTS:
         assert (run_dir / name).is_file(), name
     notebooks = sorted((run_dir / "notebooks").glob("*.ipynb"))
-    assert [nb.stem[:2] for nb in notebooks] == [f"{i:02d}" for i in range(1, 11)]
+    assert [nb.stem[:2] for nb in notebooks] == [f"{i:02d}" for i in range(1, 12)]
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
@@ -85,7 +85,7 @@ def test_failing_chapter_names_chapter_cell_and_exit_code(tmp_path):
 
 
 def test_flags_are_validated_before_any_work(tmp_path):
-    for args, code, words in ((["--epochs", "0"], 1, "epochs"), (["--chapters", "11"], 1, "chapter"),
+    for args, code, words in ((["--epochs", "0"], 1, "epochs"), (["--chapters", "12"], 1, "chapter"),
                               (["--learning-rate", "5"], 1, "learning_rate"),
                               (["--preset", "nope"], 1, "unknown preset")):
         out = tinylm("pipeline", "--output-dir", str(tmp_path / "r"), *args)

@@ -115,7 +115,7 @@ def test_chapter_selection(selection, names):
     assert [p.stem for p in pipeline.chapter_paths(selection)] == names
 
 
-@pytest.mark.parametrize("selection", [["11"], ["0"], ["5", "x"], [""], ["training"]])
+@pytest.mark.parametrize("selection", [["12"], ["0"], ["5", "x"], [""], ["training"]])
 def test_unknown_chapters_are_refused(selection):
     with pytest.raises(ConfigError, match="unknown chapter"):
         pipeline.chapter_paths(selection)

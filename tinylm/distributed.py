@@ -1,0 +1,338 @@
+"""Data parallelism the way PyTorch users know it: torchrun starts N processes, each trains a
+copy of the model on its own part of every batch, and ``DistributedDataParallel`` averages
+their gradients during the backward pass, so every copy takes the same optimizer step.
+
+torchrun puts RANK, WORLD_SIZE and LOCAL_RANK in each process's environment. The process's
+entry point (``tinylm train``) joins the others once (``process_group``: gloo on a CPU, nccl
+on CUDA); the library then asks ``rank()``, ``world_size()`` and ``is_master()``, which say
+0, 1 and True in a single process, so the same code runs with or without torchrun. Rank 0
+is the master: it alone writes into the run directory; the others only train.
+
+``batch_size`` is the global batch: each process takes its share of every batch
+(``EpochSampler.shard``), so the number of processes changes the speed, not the training
+(up to the order of floating-point sums). ``launch`` is tinylm's own launcher: torchrun in a
+subprocess (``tinylm train --nproc N``, ``Run.train`` when ``nproc > 1``).
+
+torch is imported inside the functions, like everywhere the command line reaches before it
+has work to do.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+
+from tinylm import errors
+from tinylm.errors import TinyLMError, TrainingError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+T = TypeVar("T")
+
+#: The longest one process waits for the others at one collective (a step, a sharded
+#: evaluation, rank 0 saving a checkpoint or, under torchrun alone, building the token files).
+#: A process that dies is noticed at once (its connections close and torchrun's agent stops
+#: the rest); this bounds the wait for one that hangs.
+TIMEOUT = timedelta(minutes=10)
+#: Set by ``launch`` for the processes it starts: the file where rank 0 reports how it ended.
+OUTCOME = "TINYLM_RANK0_OUTCOME"
+
+
+class Rank0Stopped(TinyLMError):
+    """Rank 0 stopped the run and reports why; the other ranks exit with its code, quietly."""
+
+
+# ------------------------------------------------------------ who am I
+def launched() -> bool:
+    """True in a process started by torchrun (or anything that sets RANK and WORLD_SIZE)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def launched_rank() -> int:
+    """This process's rank as its launcher numbered it, before or after ``process_group``."""
+    return int(os.environ.get("RANK", 0)) if launched() else 0
+
+
+def under_launcher() -> bool:
+    """True in a process that tinylm's ``launch`` started (through torchrun)."""
+    return launched() and OUTCOME in os.environ
+
+
+def is_initialized() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """0 .. world_size - 1; 0 in a single process."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if is_initialized() else 0
+
+
+def world_size() -> int:
+    """The number of training processes; 1 without a process group."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def is_master() -> bool:
+    """Rank 0, or a single process: the one that writes files and prints progress."""
+    return rank() == 0
+
+
+def threads_per_process(threads: int = 0) -> int:
+    """``threads`` if set, else this machine's physical cores shared among its processes:
+    two processes with two threads each on two cores would only wait for each other."""
+    from tinylm.runtime import physical_cores
+
+    return threads or max(1, physical_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+
+
+# ------------------------------------------------------------ the process group
+@contextmanager
+def process_group(device: str = "auto", resume_hint: str = "the same command with --resume"
+                  ) -> Iterator[None]:
+    """Join the other processes of a torchrun launch for the duration of the block.
+
+    gloo on a CPU, nccl (one GPU per process: LOCAL_RANK) on CUDA. A collective that fails
+    because another process is gone becomes a ``TrainingError`` that says so.
+    """
+    import torch
+    import torch.distributed as dist
+
+    from tinylm.runtime import resolve_device
+
+    if resolve_device(device).type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend, timeout=TIMEOUT)
+    try:
+        yield
+    except RuntimeError as exc:
+        if not _lost_peer(exc):
+            raise
+        raise TrainingError(f"lost contact with another training process ({_what(exc)}): it "
+                            "stopped (see its message above) or was killed",
+                            f"continue from the last checkpoint with: {resume_hint}") from None
+    finally:
+        dist.destroy_process_group()
+
+
+def _what(exc: RuntimeError) -> str:
+    """gloo's first sentence without its source location:
+    "[.../pair.cc:553] Connection closed by peer [127.0.0.1]:32142. This is ..." ->
+    "Connection closed by peer [127.0.0.1]:32142"."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0]
+
+
+def _lost_peer(exc: RuntimeError) -> bool:
+    """gloo reports a closed connection as a plain RuntimeError naming itself; nccl as DistError."""
+    import torch.distributed as dist
+
+    return isinstance(exc, getattr(dist, "DistError", ())) or "gloo" in str(exc).lower()
+
+
+def wrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model wrapped in ``DistributedDataParallel`` when there are several processes
+    (it averages the gradients during ``backward``), else the model itself."""
+    if world_size() == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(model.parameters()).device
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # the only buffer is the constant causal mask: nothing to broadcast before each forward
+    # (an attribute in every torch version; the constructor's argument changed its name)
+    ddp.broadcast_buffers = False
+    return ddp
+
+
+# ------------------------------------------------------------ collectives
+def _tensor(values: list[float]) -> torch.Tensor:
+    import torch
+    import torch.distributed as dist
+
+    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+    return torch.tensor(values, dtype=torch.float64, device=device)
+
+
+def agree(value: float, signum: int | None) -> tuple[float, int | None]:
+    """The sum of ``value`` over the processes, and the stop signal any of them received.
+
+    One all-reduce of three numbers per step: the step's loss (each process sends its share)
+    and whether a SIGINT or SIGTERM arrived anywhere, so that every process stops after the
+    same step. In a single process: ``(value, signum)``.
+    """
+    if not is_initialized():
+        return value, signum
+    import torch.distributed as dist
+
+    t = _tensor([value, signum == signal.SIGINT, signum == signal.SIGTERM])
+    dist.all_reduce(t)
+    total, sigint, sigterm = t.tolist()
+    return total, signal.SIGINT if sigint else (signal.SIGTERM if sigterm else None)
+
+
+def all_reduce_sum(array: np.ndarray) -> np.ndarray:
+    """The element-wise sum of ``array`` over the processes (in float64); itself in one process."""
+    if not is_initialized():
+        return array
+    import torch.distributed as dist
+
+    t = _tensor(array.tolist())
+    dist.all_reduce(t)
+    return t.cpu().numpy().reshape(array.shape)
+
+
+def all_gather(obj: Any) -> list[Any]:
+    """``obj`` of every process, in rank order; ``[obj]`` in one process."""
+    if not is_initialized():
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    """Wait until every process gets here (nothing to wait for in one process)."""
+    if is_initialized():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def decided_by_rank0(decide: Callable[[], T]) -> T:
+    """``decide()`` run on rank 0 alone, its result returned on every rank.
+
+    Rank 0 checks and builds what all ranks then rely on (the resume decision, the earlier
+    stages) while the others wait. If it fails, they raise ``Rank0Stopped`` with its exit
+    code, and only rank 0 reports the error. In a single process: ``decide()``.
+    """
+    if not is_initialized():
+        return decide()
+    import torch.distributed as dist
+
+    box: list[Any] = [None]
+    if rank() == 0:
+        try:
+            box[0] = ("ok", decide())
+        except BaseException as exc:
+            code = exc.exit_code if isinstance(exc, TinyLMError) else (
+                130 if isinstance(exc, KeyboardInterrupt) else 1)
+            dist.broadcast_object_list([("failed", code, str(exc).splitlines()[0])], src=0)
+            raise
+    dist.broadcast_object_list(box, src=0)
+    if box[0][0] == "failed":
+        err = Rank0Stopped(f"rank 0 stopped the run: {box[0][2]}")
+        err.exit_code = box[0][1]
+        raise err
+    return box[0][1]
+
+
+def stop_together(err: TinyLMError) -> TinyLMError:
+    """The error to raise for an outcome every process reached at the same step (an
+    interruption, a diverged loss): ``err`` itself on rank 0, which reports it, and a quiet
+    ``Rank0Stopped`` with its exit code on the others."""
+    if rank() == 0:
+        return err
+    quiet = Rank0Stopped(f"rank 0 stopped the run: {err.message}")
+    quiet.exit_code = err.exit_code
+    return quiet
+
+
+# ------------------------------------------------------------ tinylm's launcher
+def launch(args: list[str], nproc: int, env: dict[str, str] | None = None,
+           resume_hint: str = "the same command with --resume") -> None:
+    """Run ``tinylm <args>`` in ``nproc`` processes on this machine, under torchrun, and wait.
+
+    A subprocess of ``python -m torch.distributed.run --standalone --nproc-per-node N -m
+    tinylm.cli ...``, in a session of its own so that a Ctrl-C reaches this process only:
+    SIGINT or SIGTERM here is passed on as SIGINT to the ranks (not to torchrun's agent,
+    which would report a clean stop as a failure), they stop after the same step, and rank 0
+    saves. The ranks ignore SIGTERM, which torchrun's agent sends to the survivors of a
+    failure and which would otherwise cut rank 0's report short (the agent kills them 30 s
+    later if they hang). torchrun turns any failure into exit code 1, so rank 0 reports how
+    it ended in a file instead, and its error is raised here as the class it was: the caller
+    sees what one process would have raised. If rank 0 could not report (killed), a
+    ``TrainingError`` says so.
+    """
+    import psutil
+
+    with tempfile.TemporaryDirectory(prefix="tinylm-ranks-") as tmp:
+        outcome = Path(tmp) / "outcome.json"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", "-m", "tinylm.cli", *args]
+        child_env = {**os.environ, **(env or {}), OUTCOME: str(outcome)}
+        child_env.setdefault("OMP_NUM_THREADS", "1")  # else torchrun warns; threads are set per rank
+        proc = subprocess.Popen(cmd, env=child_env, start_new_session=True)
+        received: list[int] = []
+
+        def forward(signum: int, frame: Any) -> None:
+            received.append(signum)
+            try:
+                ranks = psutil.Process(proc.pid).children() or [psutil.Process(proc.pid)]
+                for p in ranks:
+                    p.send_signal(signal.SIGINT)
+            except psutil.NoSuchProcess:
+                pass
+
+        previous = {}
+        try:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                previous[s] = signal.signal(s, forward)
+        except ValueError:  # not the main thread: no signals to pass on
+            pass
+        try:
+            code = proc.wait()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        report = json.loads(outcome.read_text()) if outcome.is_file() else None
+    if report is None:
+        if received:
+            raise errors.Interrupted(
+                f"{signal.Signals(received[0]).name} received before the training processes "
+                "started: nothing was trained", "run the same command again.")
+        raise TrainingError(f"the training processes stopped without a result (torchrun exited "
+                            f"with {code}): rank 0 was killed or crashed; see the messages above",
+                            f"continue from the last checkpoint with: {resume_hint}")
+    if report["exit_code"]:
+        cls = getattr(errors, report["error"], None)
+        if not (isinstance(cls, type) and issubclass(cls, TinyLMError)):
+            cls = TinyLMError
+        err = cls(report["message"], report["remedy"])
+        err.exit_code = report["exit_code"]
+        raise err
+
+
+def report_to_launcher(code: int, failure: TinyLMError | None) -> int:
+    """The exit code of a process that tinylm's ``launch`` started through torchrun: rank 0
+    writes how it ended (``launch`` raises it again), and every rank exits 0 after an error
+    it handled. Elsewhere: ``code``."""
+    if not under_launcher():
+        return code
+    if launched_rank() == 0:
+        from tinylm.checkpoint import write_json
+
+        write_json(Path(os.environ[OUTCOME]), {
+            "exit_code": code, "error": type(failure).__name__ if failure else None,
+            "message": failure.message if failure else "", "remedy": failure.remedy if failure else ""})
+    return 0
