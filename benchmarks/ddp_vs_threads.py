@@ -2,6 +2,7 @@
 
     python benchmarks/ddp_vs_threads.py                     # default preset, 2 epochs, 2 rounds
     python benchmarks/ddp_vs_threads.py --preset quick --epochs 1 --rounds 1
+    python benchmarks/ddp_vs_threads.py --json benchmarks/ddp_vs_threads.json   # to cite
 
 Builds the corpus, tokenizer and token files once, then alternates ``tinylm train --threads
 2`` and ``tinylm train --nproc 2 --threads 1``, each from scratch in its own copy (samples and
@@ -66,6 +67,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="alternations of the two variants")
     p.add_argument("--calls", type=int, default=2000, help="all-reduces timed for the step cost")
     p.add_argument("--agree-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--json", default=None, help="also write every run and the medians to this file")
     a = p.parse_args()
     if a.agree_worker:
         return agree_worker(a.calls)
@@ -85,9 +87,10 @@ def main() -> None:
                 shutil.rmtree(run_dir)
                 print(f"round {r + 1}, {name}: {json.dumps(results[name][-1])}", flush=True)
     print(f"\n{a.preset} preset, {a.epochs} epoch(s), {a.rounds} round(s); medians:")
+    medians = {}
     for name, runs in results.items():
-        med = {k: statistics.median(run[k] for run in runs)
-               for k in ("wall_seconds", "train_seconds", "tokens_per_second", "final_val_loss")}
+        med = medians[name] = {k: statistics.median(run[k] for run in runs)
+                               for k in ("wall_seconds", "train_seconds", "tokens_per_second", "final_val_loss")}
         print(f"  {name:24} wall {med['wall_seconds']:7.1f} s   training {med['train_seconds']:7.1f} s   "
               f"{med['tokens_per_second']:9,.0f} tokens/s   final val loss {med['final_val_loss']:.4f}")
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -100,6 +103,10 @@ def main() -> None:
     step_ms = 1e3 * statistics.median(run["train_seconds"] / run["steps"] for run in ddp)
     print(f"  the loss and stop-flag all-reduce: {us:.0f} us per step, {us / 10 / step_ms:.1f}% of a "
           f"{step_ms:.1f} ms data-parallel step")
+    if a.json:
+        Path(a.json).write_text(json.dumps({
+            "preset": a.preset, "epochs": a.epochs, "rounds": a.rounds, "runs": results,
+            "medians": medians, "agree_us_per_step": us, "data_parallel_step_ms": step_ms}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ OUTPUTS = {"corpus": ("train.txt", "val.txt", "stats.json"), "tokenizer": ("toke
 #: fingerprints, every later stage) instead of serving a model an older version made. The
 #: version number is not: it changes no output, and a change it announces shows in the source.
 STAGE_CODE = {"corpus": ("corpus",), "tokenizer": ("tokenizer",), "tokens": ("tokenizer",),
-              "train": ("data", "model", "runtime", "train")}
+              "train": ("data", "distributed", "model", "runtime", "train")}
 #: Where the package's modules are, for ``code_digest``.
 SOURCE_DIR = Path(__file__).resolve().parent
 
