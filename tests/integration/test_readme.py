@@ -9,7 +9,9 @@ whose ``activate`` puts this test's interpreter first on PATH, with this checkou
 
 Not executed, because they are what CI itself runs: the blocks whose every command is a
 ``make`` target (``make pipeline``, ``make test``, ``make book``, ``make lab``) and the
-installation blocks (``python3 -m venv``, ``pip install``), which download packages.
+installation blocks (``python3 -m venv``, ``pip install``), which download packages. Nor the
+training across machines (``torchrun --nnodes 2``), which needs a second machine; the data
+parallelism it starts is tested in tests/integration/test_distributed.py.
 """
 from __future__ import annotations
 
@@ -24,13 +26,14 @@ from tinylm.pipeline import BOOK_DIR
 ROOT = BOOK_DIR.parent
 BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```", re.S | re.M)
 #: Commands of the blocks that are not executed (see the module docstring).
-NOT_RUN = re.compile(r"^(make \w|python3 -m venv|pip install|\.venv/bin/pip install)")
+NOT_RUN = re.compile(r"^(make \w|python3 -m venv|pip install|\.venv/bin/pip install|torchrun --nnodes)")
 
 
 def readme_blocks() -> list[tuple[str, str]]:
     """(language, code) of every block the test executes, in the README's order."""
     blocks = BLOCK.findall((ROOT / "README.md").read_text())
-    commands = lambda code: [l for l in code.splitlines() if l.strip() and not l.startswith("#")]  # noqa: E731
+    commands = lambda code: [l for l in code.replace("\\\n", " ").splitlines()  # noqa: E731
+                             if l.strip() and not l.startswith("#")]  # a line continued by \ is one
     return [(lang, code) for lang, code in blocks
             if lang == "python" or not all(NOT_RUN.match(c) for c in commands(code))]
 
