@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import tinylm
+from tinylm.config import PRESETS
 
 ROOT = Path(tinylm.__file__).resolve().parent.parent
 
@@ -42,4 +43,4 @@ def test_installed_package_finds_the_chapters_and_presets(tmp_path):
     assert Path(found["file"]).is_relative_to(site)
     assert [Path(c).name for c in found["chapters"]] == sorted(p.name for p in (ROOT / "book").glob("*.ipynb"))
     assert all(Path(c).is_relative_to(site) for c in found["chapters"])
-    assert found["presets"] == ["quick", "default", "high_quality", "low_memory"]
+    assert found["presets"] == list(PRESETS)
