@@ -21,9 +21,10 @@ from tinylm.config import Config
 
 #: The wait worth warning about: a longer estimate comes with settings that fit.
 TARGET_SECONDS = 600.0
-#: Seconds around training, measured on the default run (benchmarks/README.md): building the
-#: corpus, tokenizer and token files, then samples and budgets; the pipeline's chapters add
-#: their own cells (plots, demonstrations, kernel starts) on top.
+#: Seconds around training, rough allowances rather than measurements: building the corpus,
+#: tokenizer and token files, then samples and budgets; the pipeline's chapters add their own
+#: cells (plots, demonstrations, kernel starts) on top. Training dominates any run worth
+#: estimating, and it is measured.
 STAGES_SECONDS = 15.0
 CHAPTERS_SECONDS = 45.0
 #: An evaluation step (forward only) costs about a third of a training step per token.
