@@ -1,0 +1,38 @@
+"""The expected training time of each preset on this machine: what `tinylm check --preset P`
+prints, for all presets at once, as committed figures.
+
+    python benchmarks/estimate_presets.py --json benchmarks/estimates.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--presets", nargs="+", default=None, help="default: every preset")
+    p.add_argument("--seconds", type=float, default=5.0, help="measurement per preset")
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args()
+    from tinylm.config import PRESETS, load_preset
+    from tinylm.estimate import count_tokens, measure_tokens_per_second, run_seconds
+    from tinylm.runtime import setup_process
+
+    setup_process(0)  # as `tinylm train` does (threads: one per physical core)
+    out = {}
+    for name in a.presets or PRESETS:
+        cfg = load_preset(name)
+        tps = measure_tokens_per_second(cfg, a.seconds)
+        train, val, _ = count_tokens(cfg)
+        seconds = run_seconds(cfg, tps, train, val)
+        out[name] = {"tokens_per_second": round(tps, 1), "train_tokens": train, "epochs": cfg.epochs,
+                     "seconds": round(seconds, 1), "hours": round(seconds / 3600, 2)}
+        print(f"{name:13} {tps:10,.0f} tokens/s  {seconds / 60:8.1f} minutes", flush=True)
+    if a.json:
+        a.json.write_text(json.dumps({"presets": out}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
