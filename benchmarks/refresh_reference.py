@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from tinylm.model import GPT, GPTConfig
 from tinylm.report import BENCHMARKS_DIR, REFERENCE_DIR

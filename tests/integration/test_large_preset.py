@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from tinylm.config import load_preset
 from tinylm.evaluate import PROMPTS

@@ -1,6 +1,5 @@
 """`tinylm pipeline`: the chapters executed headless are the training pipeline."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

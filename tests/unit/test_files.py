@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import tempfile
