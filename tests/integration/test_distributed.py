@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +33,8 @@ from tinylm.config import load_preset
 from tinylm.data import EpochSampler
 from tinylm.errors import ConfigError
 from tinylm.stages import Run
+
+from run_helpers import comparable, copy, wait_for
 
 CLI = [sys.executable, "-m", "tinylm.cli"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
@@ -62,14 +63,6 @@ def start(run_dir: Path, log: Path, *args: str) -> subprocess.Popen:
                             stderr=open(log, "w"), env=ENV)
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before {path.name} appeared"
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.002)
-
-
 def ranks_of(launcher: subprocess.Popen, n: int = 2, timeout: float = 60) -> dict[int, psutil.Process]:
     """The training processes under a launcher (it starts torchrun, which starts them), by rank."""
     deadline = time.monotonic() + timeout
@@ -81,11 +74,6 @@ def ranks_of(launcher: subprocess.Popen, n: int = 2, timeout: float = 60) -> dic
             return found
         assert time.monotonic() < deadline, f"found ranks {sorted(found)}"
         time.sleep(0.01)
-
-
-def copy(prepared: Path, to: Path) -> Path:
-    shutil.copytree(prepared, to)
-    return to
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
@@ -106,16 +94,6 @@ def assert_same_training(run: Path, reference: Path, *, same_nproc: bool = True)
     if not same_nproc:
         ma["hyperparameters"].pop("nproc"), mb["hyperparameters"].pop("nproc")
     assert comparable(ma) == comparable(mb)
-
-
-def comparable(metrics: dict) -> dict:
-    """training_metrics.json without what may differ between runs: timings, the resume log."""
-    m = json.loads(json.dumps(metrics))
-    m.pop("timing")
-    m.pop("resumed")
-    for record in m["history"]:
-        record.pop("tokens_per_second")
-    return m
 
 
 def assert_close_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

@@ -34,6 +34,8 @@ from tinylm.data import EpochSampler
 from tinylm.errors import ConfigError, Interrupted, TrainingError
 from tinylm.stages import Run
 
+from run_helpers import comparable, copy, wait_for
+
 CLI = [sys.executable, "-m", "tinylm.cli"]
 TINY = dict(bytes_per_language=30_000, vocab_size=512, n_layer=1, n_embd=32, n_head=2,
             block_size=32, batch_size=4, epochs=2, warmup_steps=20, threads=1, checkpoint_every=7)
@@ -59,27 +61,9 @@ def start(run_dir: Path, log: Path, *args: str) -> subprocess.Popen:
                             stderr=open(log, "w"))
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, f"the run ended (rc {proc.returncode}) before {path.name} appeared"
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.002)
-
-
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def comparable(metrics: dict) -> dict:
-    """training_metrics.json without what may differ between runs: timings and the resume log."""
-    m = json.loads(json.dumps(metrics))
-    m.pop("timing")
-    m.pop("resumed")
-    for record in m["history"]:
-        record.pop("tokens_per_second")
-    return m
 
 
 def assert_same_training(run: Path, reference: Path) -> None:
@@ -102,11 +86,6 @@ def prepared(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("prepared") / "run"
     Run(run_dir, CFG, progress=False).tokens()
     return run_dir
-
-
-def copy(prepared: Path, to: Path) -> Path:
-    shutil.copytree(prepared, to)
-    return to
 
 
 @pytest.fixture(scope="module")
