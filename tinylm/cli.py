@@ -220,6 +220,7 @@ def _config_of_rank(cfg: Config, args: argparse.Namespace) -> Config:
                           "on this machine", "drop --nproc when torchrun starts tinylm (its "
                           "--nproc-per-node says how many), or drop torchrun: tinylm train "
                           "--nproc N starts it for you.")
+    distributed.require_gpus(cfg.device, local)
     return cfg.replace(nproc=local)
 
 

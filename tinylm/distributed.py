@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from tinylm import errors
-from tinylm.errors import TinyLMError, TrainingError
+from tinylm.errors import ConfigError, TinyLMError, TrainingError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -99,6 +99,23 @@ def threads_per_process(threads: int = 0) -> int:
     from tinylm.runtime import physical_cores
 
     return threads or max(1, physical_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+
+
+def require_gpus(device: str, nproc: int) -> None:
+    """nccl wants one GPU per process: refuse ``nproc`` processes on a machine with fewer GPUs
+    before any starts (after, the process without a GPU would fail and the others would wait
+    at their first collective)."""
+    from tinylm.runtime import resolve_device
+
+    if nproc > 1 and resolve_device(device).type == "cuda":
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if nproc > gpus:
+            raise ConfigError(f"{nproc} processes on this machine need {nproc} GPUs (one each, "
+                              f"for nccl), and torch sees {gpus}",
+                              f"start at most {gpus} per machine (--nproc {gpus}), or train on "
+                              "the CPU with --device cpu.")
 
 
 # ------------------------------------------------------------ the process group

@@ -275,6 +275,7 @@ class Run:
         shows the progress)."""
         from tinylm import distributed
 
+        distributed.require_gpus(self.cfg.device, self.cfg.nproc)
         with self.locked():
             resume = self._prepare_training()
             if resume is None:

@@ -131,3 +131,15 @@ def test_a_budget_on_a_missing_gpu_is_refused_before_starting_the_measurement(mo
     monkeypatch.setattr("subprocess.run", lambda *a, **kw: pytest.fail("a child was started"))
     with pytest.raises(ConfigError, match="no CUDA GPU"):
         measure_inference(tmp_path / "final.pt", device="cuda")
+
+
+def test_more_processes_than_gpus_are_refused_before_any_starts(monkeypatch):
+    from tinylm import distributed
+
+    monkeypatch.setattr("tinylm.runtime.resolve_device", lambda device: torch.device(device))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    distributed.require_gpus("cuda", 1)
+    distributed.require_gpus("cpu", 4)  # gloo: any number of processes on a CPU
+    with pytest.raises(ConfigError, match="2 processes on this machine need 2 GPUs") as err:
+        distributed.require_gpus("cuda", 2)
+    assert "--nproc 1" in err.value.remedy and "--device cpu" in err.value.remedy
