@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -190,7 +191,12 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
         resume = resume is not False
         out_dir = run_dir / "notebooks"
         out_dir.mkdir(parents=True, exist_ok=True)
-        with _environment("TINYLM_LOCK_PID", str(os.getpid())):  # the kernels share our lock
+        # the kernels share our lock; their sockets go to a folder of their own, not to the
+        # kernels' working directory (the chapters' folder, read-only in some installs)
+        with _environment("TINYLM_LOCK_PID", str(os.getpid())), \
+                tempfile.TemporaryDirectory(prefix="tinylm-kernels-") as sockets:
+            kernels = KernelConfig({"KernelManager": {"transport": "ipc",
+                                                      "ip": str(Path(sockets) / "kernel")}})
             for nb in notebooks:
                 t0 = time.perf_counter()
                 if progress:
@@ -204,7 +210,7 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
                         log_output=progress, progress_bar=False, stderr_file=None,
                         # local sockets: a TCP kernel warns, for every chapter, that it is
                         # unencrypted, which reads like a security problem and is not one here
-                        config=KernelConfig({"KernelManager": {"transport": "ipc"}}))
+                        config=kernels)
                 except PapermillExecutionError as exc:
                     raise _chapter_error(nb, target, exc, run.resume_command("pipeline")) from None
                 timings[nb.stem] = round(time.perf_counter() - t0, 1)

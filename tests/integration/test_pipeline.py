@@ -7,6 +7,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tinylm.pipeline import BOOK_DIR
+
 TINYLM = [sys.executable, "-m", "tinylm.cli"]
 ARTIFACTS = ["config.json", "corpus/train.txt", "corpus/val.txt", "corpus/stats.json",
              "tokenizer/tokenizer.json", "tokens/train.bin", "tokens/val.bin", "tokens/meta.json",
@@ -19,11 +21,19 @@ def tinylm(*args, cwd=None, timeout=900):
                           stdin=subprocess.DEVNULL, timeout=timeout)
 
 
+def _chapters_folder() -> set[str]:
+    """What the chapters' folder holds, but Python's bytecode cache (its diagrams module)."""
+    return {p.name for p in BOOK_DIR.iterdir() if p.name != "__pycache__"}
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("pipeline") / "quick"
+    before = _chapters_folder()
     out = tinylm("pipeline", "--preset", "quick", "--output-dir", str(run_dir))
     assert out.returncode == 0, out.stderr[-3000:]
+    # the kernels run in the chapters' folder (read-only in some installs): nothing written there
+    assert _chapters_folder() == before
     return run_dir, out
 
 
