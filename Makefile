@@ -21,8 +21,10 @@ pipeline: venv
 
 # Every chapter runs once here, through the pipeline (tests/integration/test_pipeline.py,
 # in its own run directory); `make book` runs them once more with their default parameters.
+# One worker process per core, each taking whole test files (a file's shared runs are made
+# once); much of the suite starts processes and imports torch, one core's work at a time.
 test: venv
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n auto --dist loadfile tests
 
 book: venv
 	.venv/bin/jupyter-book build -W -n --keep-going .
