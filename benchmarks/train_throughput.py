@@ -113,6 +113,9 @@ def matmul_rate(dtype_name: str, threads: int, n: int = 1024, reps: int = 20) ->
 
 
 def main() -> None:
+    from tinylm.config import Config
+
+    d = Config()  # the default preset's shape
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worker", choices=["reference", "tinylm"], help=argparse.SUPPRESS)
     p.add_argument("--undo", default=None, help=argparse.SUPPRESS)
@@ -122,13 +125,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--vocab-size", type=int, default=4096)
-    p.add_argument("--block-size", type=int, default=128)
-    p.add_argument("--n-layer", type=int, default=4)
-    p.add_argument("--n-head", type=int, default=4)
-    p.add_argument("--n-embd", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--dropout", type=float, default=0.2, help="the default preset's dropout")
+    p.add_argument("--vocab-size", type=int, default=d.vocab_size)
+    p.add_argument("--block-size", type=int, default=d.block_size)
+    p.add_argument("--n-layer", type=int, default=d.n_layer)
+    p.add_argument("--n-head", type=int, default=d.n_head)
+    p.add_argument("--n-embd", type=int, default=d.n_embd)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--dropout", type=float, default=d.dropout)
     p.add_argument("--dtype", default="auto", help="tinylm's dtype (auto, bf16, fp32)")
     p.add_argument("--compile", action="store_true", help="tinylm with torch.compile")
     p.add_argument("--json", default=None, help="also write the figures to this file")
