@@ -2,6 +2,10 @@
 prints, for all presets at once, as committed figures.
 
     python benchmarks/estimate_presets.py --json benchmarks/estimates.json
+    python benchmarks/estimate_presets.py --fp32 default --json benchmarks/estimates.json
+
+``--fp32 P ...`` also estimates those presets with ``--dtype fp32``, what a CPU without bf16
+units trains with (entries named ``P-fp32``).
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--presets", nargs="+", default=None, help="default: every preset")
     p.add_argument("--seconds", type=float, default=5.0, help="measurement per preset")
+    p.add_argument("--fp32", nargs="*", default=[], help="presets to estimate in fp32 as well")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
     from tinylm.config import PRESETS, load_preset
@@ -22,8 +27,10 @@ def main() -> None:
 
     setup_process(0)  # as `tinylm train` does (threads: one per physical core)
     out = {}
-    for name in a.presets or PRESETS:
-        cfg = load_preset(name)
+    runs = [(name, {}) for name in a.presets or PRESETS] + [(name, {"dtype": "fp32"}) for name in a.fp32]
+    for name, overrides in runs:
+        cfg = load_preset(name, **overrides)
+        name += "-fp32" if overrides else ""
         tps = measure_tokens_per_second(cfg, a.seconds)
         train, val, _ = count_tokens(cfg)
         seconds = run_seconds(cfg, tps, train, val)
