@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 #: Operator -> the part of the step it belongs to (the rest is "other").
@@ -35,9 +34,9 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
 
-    import numpy as np
     import torch
     from torch.profiler import ProfilerActivity, profile
+    from train_throughput import random_token_files  # beside this script
 
     from tinylm.config import load_preset
     from tinylm.runtime import setup_process
@@ -45,14 +44,7 @@ def main() -> None:
 
     cfg = load_preset(a.preset, languages=["en"])
     setup_process(cfg.threads)  # as `tinylm train` does
-    tmp = Path(tempfile.mkdtemp())
-    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, 200_000).astype(np.uint16)
-    for split in ("train", "val"):
-        tokens.tofile(tmp / f"{split}.bin")
-    meta = {"vocab_size": cfg.vocab_size, "special_ids": {"<|endoftext|>": 0, "<|en|>": 1},
-            "spans": {s: [[0, len(tokens), "en"]] for s in ("train", "val")},
-            "splits": {"val": {"en": {"tokens_per_byte": 0.3}}}}
-    (tmp / "meta.json").write_text(json.dumps(meta))
+    tmp = random_token_files(cfg.vocab_size, 200_000)
     trainer = Trainer(cfg, tmp, tmp / "out", progress=False)
     batch = torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.block_size + 1),
                           generator=torch.Generator().manual_seed(0))

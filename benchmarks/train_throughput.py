@@ -27,6 +27,25 @@ def _model_args(a: argparse.Namespace) -> dict:
                 n_head=a.n_head, n_embd=a.n_embd, dropout=a.dropout)
 
 
+def random_token_files(vocab_size: int, n: int):
+    """A temporary token folder (train.bin, val.bin, meta.json) of ``n`` random English tokens:
+    what a Trainer needs to time its steps without building a corpus."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    tmp = Path(tempfile.mkdtemp())
+    tokens = np.random.default_rng(0).integers(0, vocab_size, n).astype(np.uint16)
+    for split in ("train", "val"):
+        tokens.tofile(tmp / f"{split}.bin")
+    meta = {"vocab_size": vocab_size, "special_ids": {"<|endoftext|>": 0, "<|en|>": 1},
+            "spans": {s: [[0, n, "en"]] for s in ("train", "val")},
+            "splits": {"val": {"en": {"tokens_per_byte": 0.3}}}}
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    return tmp
+
+
 def worker(a: argparse.Namespace) -> dict:
     """One measurement: warm up, then time ``a.steps`` steps; print tokens/s as JSON."""
     import torch
@@ -51,23 +70,11 @@ def worker(a: argparse.Namespace) -> dict:
             opt.zero_grad()
             return loss.item()
     else:
-        import tempfile
-        from pathlib import Path
-
-        import numpy as np
-
         from tinylm.config import Config
         from tinylm.runtime import setup_process
         from tinylm.train import Trainer
 
-        tmp = Path(tempfile.mkdtemp())
-        tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, 50_000).astype(np.uint16)
-        for split in ("train", "val"):
-            tokens.tofile(tmp / f"{split}.bin")
-        meta = {"vocab_size": cfg.vocab_size, "special_ids": {"<|endoftext|>": 0, "<|en|>": 1},
-                "spans": {s: [[0, len(tokens), "en"]] for s in ("train", "val")},
-                "splits": {"val": {"en": {"tokens_per_byte": 0.3}}}}
-        (tmp / "meta.json").write_text(json.dumps(meta))
+        tmp = random_token_files(cfg.vocab_size, 50_000)
         tc = Config(**_model_args(a), batch_size=a.batch_size, languages=["en"], threads=a.threads,
                     dtype=a.dtype, compile=a.compile)
         setup_process(a.threads)  # what the tinylm command does before it trains
