@@ -1,6 +1,6 @@
-"""Helpers that the interruption and data-parallel tests share: waiting for a file a
-background run writes, copying a prepared run, and the part of training_metrics.json that two
-runs of the same training must agree on."""
+"""Helpers that the interruption and data-parallel tests share: preparing a run's token
+files once, waiting for a file a background run writes, copying a prepared run, and the part
+of training_metrics.json that two runs of the same training must agree on."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,15 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+
+
+def prepare(tmp_path_factory, cfg) -> Path:
+    """Corpus, tokenizer and token files of ``cfg`` in a fresh run directory, for copying."""
+    from tinylm.stages import Run
+
+    run_dir = tmp_path_factory.mktemp("prepared") / "run"
+    Run(run_dir, cfg, progress=False).tokens()
+    return run_dir
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -32,9 +32,8 @@ from tinylm.checkpoint import load_checkpoint
 from tinylm.config import load_preset
 from tinylm.data import EpochSampler
 from tinylm.errors import ConfigError
-from tinylm.stages import Run
 
-from run_helpers import comparable, copy, wait_for
+from run_helpers import comparable, copy, prepare, wait_for
 
 CLI = [sys.executable, "-m", "tinylm.cli"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
@@ -116,9 +115,7 @@ def assert_close_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     """Corpus, tokenizer and token files of the tiny configuration, built once."""
-    run_dir = tmp_path_factory.mktemp("prepared") / "run"
-    Run(run_dir, CFG, progress=False).tokens()
-    return run_dir
+    return prepare(tmp_path_factory, CFG)
 
 
 @pytest.fixture(scope="module")

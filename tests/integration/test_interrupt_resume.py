@@ -34,7 +34,7 @@ from tinylm.data import EpochSampler
 from tinylm.errors import ConfigError, Interrupted, TrainingError
 from tinylm.stages import Run
 
-from run_helpers import comparable, copy, wait_for
+from run_helpers import comparable, copy, prepare, wait_for
 
 CLI = [sys.executable, "-m", "tinylm.cli"]
 TINY = dict(bytes_per_language=30_000, vocab_size=512, n_layer=1, n_embd=32, n_head=2,
@@ -83,9 +83,7 @@ def assert_same_training(run: Path, reference: Path) -> None:
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     """Corpus, tokenizer and token files of the tiny configuration, built once."""
-    run_dir = tmp_path_factory.mktemp("prepared") / "run"
-    Run(run_dir, CFG, progress=False).tokens()
-    return run_dir
+    return prepare(tmp_path_factory, CFG)
 
 
 @pytest.fixture(scope="module")
