@@ -34,6 +34,12 @@ CHAPTERS = ["01_overview", "02_tokenization", "03_model", "04_data", "05_trainin
 STAGE_EXIT = {"01": 2, "02": 3, "03": 4, "04": 3, "05": 4, "06": 4, "07": 5, "08": 4, "09": 4, "10": 5,
               "11": 4}
 PARAMETERS = ("run_dir", "config", "resume")
+#: Chapters that may run beside each other once the model is trained: each reads the run
+#: and writes at most a stage no other of them writes (07 the samples). Chapter 10 is not
+#: among them: it measures the served model's latency, which another chapter would slow.
+CONCURRENT = {"06_optimization", "07_evaluation", "08_troubleshooting", "09_hyperparameters",
+              "11_scaling_out"}
+MAX_WORKERS = 4
 #: What a chapter's run says when training is interrupted: the remedy is in the notebook.
 NOTEBOOK_RESUME_HINT = ("resume = True in the chapter's parameters cell (its first code cell), "
                         "then run the chapter again")
@@ -162,8 +168,14 @@ def check_parameters(notebook: Path, names: tuple[str, ...] = PARAMETERS) -> Non
 
 
 def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
-                 resume: bool | None = None, skip: tuple[str, ...] = (), progress: bool = True) -> dict:
-    """Execute the chapters into ``run_dir/notebooks``; return a summary of the run."""
+                 resume: bool | None = None, skip: tuple[str, ...] = (), progress: bool = True,
+                 workers: int | None = None) -> dict:
+    """Execute the chapters into ``run_dir/notebooks``; return a summary of the run.
+
+    Once the model is trained, the ``CONCURRENT`` chapters run ``workers`` at a time (one
+    per physical core, at most ``MAX_WORKERS``, unless given): most of their cells use one
+    core, so on two cores they take about half the time one after the other would.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
     from traitlets.config import Config as KernelConfig
@@ -171,6 +183,10 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
     notebooks = chapter_paths(chapters)
     for nb in notebooks:
         check_parameters(nb)
+    if workers is None:
+        from tinylm.runtime import physical_cores
+
+        workers = min(MAX_WORKERS, physical_cores())
     run_dir = Path(run_dir).resolve()
     run = Run(run_dir, cfg, progress=progress, resume=resume)
     timings = {}
@@ -191,33 +207,89 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
         resume = resume is not False
         out_dir = run_dir / "notebooks"
         out_dir.mkdir(parents=True, exist_ok=True)
+        parameters = {"run_dir": str(run_dir), "config": cfg.to_dict(), "resume": resume}
+
+        def execute(nb: Path, log: bool) -> float:
+            """One chapter into ``out_dir``; its seconds, or the error that names its cell."""
+            t0 = time.perf_counter()
+            if progress:
+                print(f"== chapter {nb.stem} ({t0 - t_start:.0f} s elapsed)", file=sys.stderr, flush=True)
+            # local sockets, a prefix per chapter: a TCP kernel warns, for every chapter, that
+            # it is unencrypted (which reads like a security problem and is not one here), and
+            # two kernels started at once must not pick the same socket names
+            kernels = KernelConfig({"KernelManager": {"transport": "ipc",
+                                                      "ip": str(Path(sockets) / nb.stem)}})
+            target = out_dir / nb.name
+            try:
+                papermill.execute_notebook(str(nb), str(target), kernel_name="python3",
+                                           cwd=str(BOOK_DIR), parameters=parameters,
+                                           log_output=log, progress_bar=False, stderr_file=None,
+                                           config=kernels)
+            except PapermillExecutionError as exc:
+                raise _chapter_error(nb, target, exc, run.resume_command("pipeline")) from None
+            seconds = round(time.perf_counter() - t0, 1)
+            if progress:
+                print(f"   {nb.stem} done in {seconds:.1f} s", file=sys.stderr, flush=True)
+            return seconds
+
         # the kernels share our lock; their sockets go to a folder of their own, not to the
         # kernels' working directory (the chapters' folder, read-only in some installs)
         with _environment("TINYLM_LOCK_PID", str(os.getpid())), \
                 tempfile.TemporaryDirectory(prefix="tinylm-kernels-") as sockets:
-            kernels = KernelConfig({"KernelManager": {"transport": "ipc",
-                                                      "ip": str(Path(sockets) / "kernel")}})
-            for nb in notebooks:
-                t0 = time.perf_counter()
-                if progress:
-                    print(f"== chapter {nb.stem} ({time.perf_counter() - t_start:.0f} s elapsed)",
-                          file=sys.stderr, flush=True)
-                target = out_dir / nb.name
-                try:
-                    papermill.execute_notebook(
-                        str(nb), str(target), kernel_name="python3", cwd=str(BOOK_DIR),
-                        parameters={"run_dir": str(run_dir), "config": cfg.to_dict(), "resume": resume},
-                        log_output=progress, progress_bar=False, stderr_file=None,
-                        # local sockets: a TCP kernel warns, for every chapter, that it is
-                        # unencrypted, which reads like a security problem and is not one here
-                        config=kernels)
-                except PapermillExecutionError as exc:
-                    raise _chapter_error(nb, target, exc, run.resume_command("pipeline")) from None
-                timings[nb.stem] = round(time.perf_counter() - t0, 1)
-                if progress:
-                    print(f"   {nb.stem} done in {timings[nb.stem]:.1f} s", file=sys.stderr)
+            pending = list(notebooks)
+            while pending:
+                together = ([nb for nb in pending if nb.stem in CONCURRENT]
+                            if pending[0].stem in CONCURRENT and run.is_trained() else [])
+                if len(together) > 1 and workers > 1:
+                    timings |= _execute_together(together, execute, workers, progress)
+                else:
+                    together = pending[:1]
+                    timings[together[0].stem] = execute(together[0], progress)
+                pending = [nb for nb in pending if nb not in together]
+    timings = {nb.stem: timings[nb.stem] for nb in notebooks}  # book order
     return {"run_dir": str(run_dir), "chapters": timings,
             "total_seconds": round(time.perf_counter() - t_start, 1)}
+
+
+def _execute_together(notebooks: list[Path], execute, workers: int, progress: bool) -> dict:
+    """Run ``execute(nb, log=False)`` for several chapters at once (their cell outputs, which
+    would interleave, go to the executed notebooks only). A failure stops the chapters not yet
+    started and, once the running ones end, is raised: the first in book order."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    if progress:
+        print(f"== chapters {', '.join(nb.stem[:2] for nb in notebooks)}: {workers} at a time, "
+              "their output in the executed notebooks", file=sys.stderr, flush=True)
+    stop = threading.Event()
+
+    def guarded(nb: Path) -> float | None:
+        if stop.is_set():  # a chapter failed (or Ctrl-C): start no other
+            return None
+        try:
+            return execute(nb, False)
+        except BaseException:
+            stop.set()
+            raise
+
+    timings, failed = {}, None
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {nb: pool.submit(guarded, nb) for nb in notebooks}
+        try:
+            for nb, future in futures.items():  # book order
+                try:
+                    seconds = future.result()
+                except TinyLMError as exc:
+                    failed = failed or exc
+                    continue
+                if seconds is not None:
+                    timings[nb.stem] = seconds
+        except BaseException:  # Ctrl-C while waiting: the running chapters end, no other starts
+            stop.set()
+            raise
+    if failed is not None:
+        raise failed
+    return timings
 
 
 def _chapter_error(nb: Path, target: Path, exc, resume_command: str) -> TinyLMError:

@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from tinylm.pipeline import BOOK_DIR
+from tinylm.runtime import physical_cores
 
 TINYLM = [sys.executable, "-m", "tinylm.cli"]
 ARTIFACTS = ["config.json", "corpus/train.txt", "corpus/val.txt", "corpus/stats.json",
@@ -55,6 +56,11 @@ def test_pipeline_writes_every_artifact_and_executed_chapter(quick_run):
     assert metrics["status"] == "complete" and metrics["hyperparameters"]["name"] == "quick"
     assert len(metrics["history"]) == metrics["hyperparameters"]["epochs"]
     assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
+    record = json.loads((run_dir / "pipeline.json").read_text())  # the run's own time record
+    assert list(record["chapters"]) == [nb.stem for nb in notebooks]
+    assert record["command_seconds"] >= record["total_seconds"] >= max(record["chapters"].values())
+    if physical_cores() >= 2:  # once trained, chapters ran two at a time: 07 began before 06 ended
+        assert out.stderr.index("== chapter 07_evaluation") < out.stderr.index("06_optimization done in")
     # phase headers, and a closing summary with artifacts and the total time
     assert "== chapter 05_training" in out.stderr
     assert "pipeline finished in" in out.stdout and "final.pt" in out.stdout

@@ -1,0 +1,57 @@
+"""The chapters that run beside each other once the model is trained (``pipeline.CONCURRENT``):
+every one runs, a failure is reported as one chapter's error, the first in book order, and
+the chapters not yet started when one fails are not started."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from tinylm.errors import TinyLMError
+from tinylm.pipeline import CHAPTERS, CONCURRENT, _execute_together
+
+CHAPTER = {name[:2]: Path(f"{name}.ipynb") for name in CHAPTERS}
+
+
+def test_concurrent_chapters_come_after_training_and_leave_out_the_latency_chapter():
+    assert CONCURRENT <= set(CHAPTERS[CHAPTERS.index("05_training") + 1:])
+    assert "10_budgets" not in CONCURRENT
+
+
+def test_every_chapter_runs_and_gets_its_time():
+    ran = []
+
+    def execute(nb, log):
+        assert log is False  # outputs of chapters at once would interleave
+        ran.append(nb.stem)
+        return float(len(ran))
+
+    got = _execute_together([CHAPTER["06"], CHAPTER["07"], CHAPTER["09"]], execute, 2, progress=False)
+    assert sorted(ran) == sorted(got) == ["06_optimization", "07_evaluation", "09_hyperparameters"]
+
+
+def test_a_later_chapter_failing_first_does_not_hide_an_earlier_chapters_failure():
+    seventh_failed = threading.Event()
+
+    def execute(nb, log):
+        if nb.stem.startswith("07"):
+            seventh_failed.set()
+            raise TinyLMError("chapter 07 failed")
+        assert seventh_failed.wait(10)
+        raise TinyLMError(f"chapter {nb.stem[:2]} failed")
+
+    with pytest.raises(TinyLMError, match="chapter 06 failed"):
+        _execute_together([CHAPTER["06"], CHAPTER["07"]], execute, 2, progress=False)
+
+
+def test_chapters_not_yet_started_when_one_fails_never_start():
+    ran = []
+
+    def execute(nb, log):
+        ran.append(nb.stem[:2])
+        raise TinyLMError(f"chapter {nb.stem[:2]} failed")
+
+    with pytest.raises(TinyLMError, match="chapter 06 failed"):  # one worker: one at a time
+        _execute_together([CHAPTER[c] for c in ("06", "07", "08")], execute, 1, progress=False)
+    assert ran == ["06"]
