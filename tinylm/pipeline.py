@@ -37,8 +37,9 @@ PARAMETERS = ("run_dir", "config", "resume")
 #: Chapters that may run beside each other once the model is trained: each reads the run
 #: and writes at most a stage no other of them writes (07 the samples). Chapter 10 is not
 #: among them: it measures the served model's latency, which another chapter would slow.
-CONCURRENT = {"06_optimization", "07_evaluation", "08_troubleshooting", "09_hyperparameters",
-              "11_scaling_out"}
+#: Longest first (as measured in the default pipeline), so that no long one starts last.
+CONCURRENT = ["11_scaling_out", "09_hyperparameters", "08_troubleshooting", "06_optimization",
+              "07_evaluation"]
 MAX_WORKERS = 4
 #: What a chapter's run says when training is interrupted: the remedy is in the notebook.
 NOTEBOOK_RESUME_HINT = ("resume = True in the chapter's parameters cell (its first code cell), "
@@ -240,6 +241,7 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
             while pending:
                 together = ([nb for nb in pending if nb.stem in CONCURRENT]
                             if pending[0].stem in CONCURRENT and run.is_trained() else [])
+                together.sort(key=lambda nb: CONCURRENT.index(nb.stem))
                 if len(together) > 1 and workers > 1:
                     timings |= _execute_together(together, execute, workers, progress)
                 else:
@@ -252,14 +254,15 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
 
 
 def _execute_together(notebooks: list[Path], execute, workers: int, progress: bool) -> dict:
-    """Run ``execute(nb, log=False)`` for several chapters at once (their cell outputs, which
-    would interleave, go to the executed notebooks only). A failure stops the chapters not yet
-    started and, once the running ones end, is raised: the first in book order."""
+    """Run ``execute(nb, log=False)`` for several chapters at once, started in the order
+    given (their cell outputs, which would interleave, go to the executed notebooks only). A
+    failure stops the chapters not yet started and, once the running ones end, is raised: the
+    first in book order."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     if progress:
-        print(f"== chapters {', '.join(nb.stem[:2] for nb in notebooks)}: {workers} at a time, "
+        print(f"== chapters {', '.join(sorted(nb.stem[:2] for nb in notebooks))}: {workers} at a time, "
               "their output in the executed notebooks", file=sys.stderr, flush=True)
     stop = threading.Event()
 
@@ -276,9 +279,9 @@ def _execute_together(notebooks: list[Path], execute, workers: int, progress: bo
     with ThreadPoolExecutor(workers) as pool:
         futures = {nb: pool.submit(guarded, nb) for nb in notebooks}
         try:
-            for nb, future in futures.items():  # book order
+            for nb in sorted(futures, key=lambda nb: nb.stem):  # book order
                 try:
-                    seconds = future.result()
+                    seconds = futures[nb].result()
                 except TinyLMError as exc:
                     failed = failed or exc
                     continue
