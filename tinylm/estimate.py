@@ -23,11 +23,11 @@ from tinylm.config import Config
 TARGET_SECONDS = 600.0
 #: Seconds around training, allowances rather than measurements of this machine: building
 #: the corpus, tokenizer and token files, then samples and budgets; the pipeline's chapters
-#: add their own cells (plots, demonstrations, sweeps, kernel starts) on top, about 140 s in
-#: the default pipeline on the 2-core project machine. Training dominates any run worth
-#: estimating, and it is measured.
+#: add their own cells (plots, demonstrations, sweeps, kernel starts) on top, about 105 s in
+#: the default pipeline on the 2-core project machine (its pipeline.json, less training,
+#: evaluation and these stages). Training dominates any run worth estimating, and it is measured.
 STAGES_SECONDS = 15.0
-CHAPTERS_SECONDS = 140.0
+CHAPTERS_SECONDS = 105.0
 #: An evaluation step (forward only) costs about a third of a training step per token.
 EVAL_COST = 1 / 3
 #: Runs expected to be shorter than this are not worth a longer measurement.

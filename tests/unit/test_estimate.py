@@ -23,7 +23,7 @@ def test_run_seconds_is_work_over_speed():
 
 
 def test_token_counts_come_from_the_token_files_when_there_are_some(tmp_path):
-    cfg = load_preset("default")
+    cfg = load_preset("default", bytes_per_language=1_500_000)
     train, val, exact = estimate.count_tokens(cfg)
     assert not exact and train == int(3_000_000 * 0.9 * 0.27) and val == int(3_000_000 * 0.1 * 0.27)
     (tmp_path / "meta.json").write_text(json.dumps({"tokens": {"train": 1234, "val": 56}}))
