@@ -169,13 +169,12 @@ def check_parameters(notebook: Path, names: tuple[str, ...] = PARAMETERS) -> Non
 
 
 def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
-                 resume: bool | None = None, skip: tuple[str, ...] = (), progress: bool = True,
-                 workers: int | None = None) -> dict:
+                 resume: bool | None = None, skip: tuple[str, ...] = (), progress: bool = True) -> dict:
     """Execute the chapters into ``run_dir/notebooks``; return a summary of the run.
 
-    Once the model is trained, the ``CONCURRENT`` chapters run ``workers`` at a time (one
-    per physical core, at most ``MAX_WORKERS``, unless given): most of their cells use one
-    core, so on two cores they take about half the time one after the other would.
+    Once the model is trained, the ``CONCURRENT`` chapters run one per physical core (at most
+    ``MAX_WORKERS``): most of their cells use one core, so on two cores they take about half
+    the time one after the other would.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -184,10 +183,9 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
     notebooks = chapter_paths(chapters)
     for nb in notebooks:
         check_parameters(nb)
-    if workers is None:
-        from tinylm.runtime import physical_cores
+    from tinylm.runtime import physical_cores
 
-        workers = min(MAX_WORKERS, physical_cores())
+    workers = min(MAX_WORKERS, physical_cores())
     run_dir = Path(run_dir).resolve()
     run = Run(run_dir, cfg, progress=progress, resume=resume)
     timings = {}
