@@ -176,9 +176,7 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
     ``MAX_WORKERS``): most of their cells use one core, so on two cores they take about half
     the time one after the other would.
     """
-    import papermill
     from papermill.exceptions import PapermillExecutionError
-    from traitlets.config import Config as KernelConfig
 
     notebooks = chapter_paths(chapters)
     for nb in notebooks:
@@ -213,17 +211,9 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
             t0 = time.perf_counter()
             if progress:
                 print(f"== chapter {nb.stem} ({t0 - t_start:.0f} s elapsed)", file=sys.stderr, flush=True)
-            # local sockets, a prefix per chapter: a TCP kernel warns, for every chapter, that
-            # it is unencrypted (which reads like a security problem and is not one here), and
-            # two kernels started at once must not pick the same socket names
-            kernels = KernelConfig({"KernelManager": {"transport": "ipc",
-                                                      "ip": str(Path(sockets) / nb.stem)}})
             target = out_dir / nb.name
             try:
-                papermill.execute_notebook(str(nb), str(target), kernel_name="python3",
-                                           cwd=str(BOOK_DIR), parameters=parameters,
-                                           log_output=log, progress_bar=False, stderr_file=None,
-                                           config=kernels)
+                execute_notebook(nb, target, parameters, Path(sockets) / nb.stem, log)
             except PapermillExecutionError as exc:
                 raise _chapter_error(nb, target, exc, run.resume_command("pipeline")) from None
             seconds = round(time.perf_counter() - t0, 1)
@@ -249,6 +239,25 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
     timings = {nb.stem: timings[nb.stem] for nb in notebooks}  # book order
     return {"run_dir": str(run_dir), "chapters": timings,
             "total_seconds": round(time.perf_counter() - t_start, 1)}
+
+
+def execute_notebook(nb: Path, target: Path, parameters: dict, sockets: Path, log: bool) -> None:
+    """Execute one chapter with papermill into ``target``, its kernel in the chapters' folder.
+
+    The kernel gets its working directory from nbclient (``resources``), not from papermill's
+    ``cwd``, which changes this whole process's directory while the chapter runs: with two
+    chapters at once, one ending put the other's kernel back where the pipeline started.
+    Local sockets, a prefix per chapter: a TCP kernel warns, for every chapter, that it is
+    unencrypted (which reads like a security problem and is not one here), and two kernels
+    started at once must not pick the same socket names.
+    """
+    import papermill
+    from traitlets.config import Config as KernelConfig
+
+    kernels = KernelConfig({"KernelManager": {"transport": "ipc", "ip": str(sockets)}})
+    papermill.execute_notebook(str(nb), str(target), kernel_name="python3", parameters=parameters,
+                               log_output=log, progress_bar=False, stderr_file=None,
+                               config=kernels, resources={"metadata": {"path": str(BOOK_DIR)}})
 
 
 def _execute_together(notebooks: list[Path], execute, workers: int, progress: bool) -> dict:

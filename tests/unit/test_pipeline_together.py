@@ -3,6 +3,7 @@ every one runs, a failure is reported as one chapter's error, the first in book 
 the chapters not yet started when one fails are not started."""
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -55,3 +56,29 @@ def test_chapters_not_yet_started_when_one_fails_never_start():
     with pytest.raises(TinyLMError, match="chapter 08 failed"):  # one worker: one at a time
         _execute_together([CHAPTER[c] for c in ("08", "06", "07")], execute, 1, progress=False)
     assert ran == ["08"]  # in the order given, not book order
+
+
+def test_a_chapter_runs_in_the_chapters_folder_and_leaves_this_process_where_it_was(tmp_path, monkeypatch):
+    """Chapters at once share this process: one that changed its working directory for its
+    kernel (as papermill's ``cwd`` does) could start another chapter's kernel elsewhere, where
+    the chapters' own modules (``import diagrams``) are not found."""
+    import nbformat
+
+    from tinylm import pipeline
+
+    book = tmp_path / "book"
+    book.mkdir()
+    (book / "helper.py").write_text("ANSWER = 42\n")
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("run_dir = None", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import os, helper\nprint(os.getcwd(), helper.ANSWER)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, book / "chapter.ipynb")
+    monkeypatch.setattr(pipeline, "BOOK_DIR", book)
+    here, moves, chdir = os.getcwd(), [], os.chdir
+    monkeypatch.setattr("os.chdir", lambda path: (moves.append(str(path)), chdir(path)))
+    pipeline.execute_notebook(book / "chapter.ipynb", tmp_path / "out.ipynb", {"run_dir": "x"},
+                              tmp_path / "kernel", log=False)
+    assert set(moves) <= {here}  # papermill's file reads "change" to where we are, no further
+    printed = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs[0]["text"]
+    assert printed.split() == [str(book), "42"]
