@@ -19,15 +19,22 @@ $(STAMP): pyproject.toml
 pipeline: venv
 	.venv/bin/tinylm pipeline --preset default --output-dir runs/default
 
-# Every chapter runs once here, through the pipeline (tests/integration/test_pipeline.py,
-# in its own run directory); `make book` runs them once more with their default parameters.
+# The book's run: the quick preset's pipeline, whose executed chapters `make book` renders.
+BOOK_RUN := $(CURDIR)/_build/book-run
+
+# Every chapter runs once here, through the pipeline (tests/integration/test_pipeline.py), in
+# $(BOOK_RUN), emptied first: `make book` then finds them executed with these sources and
+# renders them without running them again. (`pytest` alone runs them in a temporary folder.)
 # One worker process per core, each taking whole test files (a file's shared runs are made
 # once); much of the suite starts processes and imports torch, one core's work at a time.
 test: venv
-	$(PY) -m pytest -n auto --dist loadfile tests
+	TINYLM_PIPELINE_TEST_DIR=$(BOOK_RUN) $(PY) -m pytest -n auto --dist loadfile tests
 
+# The chapters of $(BOOK_RUN) that are missing or out of date are executed (all of them the
+# first time), then the book renders them strictly; a failing cell fails the build.
 book: venv
-	.venv/bin/jupyter-book build -W -n --keep-going .
+	$(PY) -m tinylm.book_build --run-dir $(BOOK_RUN) --source-dir _build/book-src
+	.venv/bin/jupyter-book build -W -n --keep-going --path-output . _build/book-src
 
 # The built book in headless Chromium (the system's: apt-get install -y chromium): math
 # rendered, images loaded, internal links and anchors found, no table wider than the page.

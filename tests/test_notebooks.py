@@ -1,7 +1,8 @@
 """The chapters as files: what the pipeline, papermill and the book build rely on.
 
 Executing the chapters is the pipeline test's job (tests/integration/test_pipeline.py runs
-all ten, with papermill, in a run directory of its own); these tests check the
+all of them, with papermill, in a run directory of its own; tests/unit/test_book_build.py checks
+how the book renders the executed copies); these tests check the
 contract that execution does not: chapters are committed clean (no outputs, no execution
 counts), each declares the parameters the pipeline injects, and the table of contents lists
 the same chapters (ten and an appendix), in the same order, as ``tinylm.pipeline.CHAPTERS``.
@@ -9,9 +10,6 @@ the same chapters (ten and an appendix), in the same order, as ``tinylm.pipeline
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -91,39 +89,6 @@ def test_toc_lists_the_chapters_in_pipeline_order():
     assert files == [f"book/{name}" for name in CHAPTERS] + ["book/glossary"]
     for f in [toc["root"], *files]:
         assert any((ROOT / f).with_suffix(s).is_file() for s in (".md", ".ipynb")), f"{f} is missing"
-
-
-def _mini_book(folder: Path, cell: str) -> Path:
-    """A one-chapter book built with this repository's _config.yml around one code cell."""
-    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
-    folder.mkdir()
-    (folder / "_config.yml").write_text(yaml.safe_dump(cfg))
-    (folder / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n- file: chapter\n")
-    (folder / "intro.md").write_text("# A book\n")
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# A chapter"),
-                                         nbformat.v4.new_code_cell(cell)])
-    nb.metadata["kernelspec"] = KERNELSPEC
-    nbformat.write(nb, folder / "chapter.ipynb")
-    return folder
-
-
-def _build(folder: Path) -> subprocess.CompletedProcess:
-    """The build as `make book` runs it (Makefile: jupyter-book build -W -n --keep-going)."""
-    jb = Path(sys.executable).with_name("jupyter-book")
-    return subprocess.run([str(jb), "build", "-W", "-n", "--keep-going", str(folder)],
-                          capture_output=True, text=True, timeout=300)
-
-
-def test_a_failing_cell_fails_the_book_build(tmp_path):
-    """The book's configuration executes every chapter and fails the build on an error
-    (by default Jupyter Book renders the traceback and exits 0)."""
-    good = _build(_mini_book(tmp_path / "good", "print(6 * 7)"))
-    assert good.returncode == 0, good.stdout[-2000:] + good.stderr[-2000:]
-    html = (tmp_path / "good" / "_build" / "html" / "chapter.html").read_text()
-    assert "42" in html  # executed at build time, not rendered from stored outputs
-    bad = _build(_mini_book(tmp_path / "bad", "1 / 0"))
-    assert bad.returncode != 0
-    assert "ZeroDivisionError" in bad.stdout + bad.stderr
 
 
 @pytest.mark.parametrize("name", CHAPTERS)

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tinylm import errors
-from tinylm.config import NOT_TRAINING, Config, check_resume, load_preset
+from tinylm.config import EXAMPLES_DIR, NOT_TRAINING, Config, check_resume, load_preset
 from tinylm.errors import ConfigError, PrerequisiteError, TinyLMError
 from tinylm.stages import Run
 
@@ -205,6 +205,7 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
         out_dir = run_dir / "notebooks"
         out_dir.mkdir(parents=True, exist_ok=True)
         parameters = {"run_dir": str(run_dir), "config": cfg.to_dict(), "resume": resume}
+        shared = _shared_sources_digest()  # the sources as they were when the chapters started
 
         def execute(nb: Path, log: bool) -> float:
             """One chapter into ``out_dir``; its seconds, or the error that names its cell."""
@@ -216,6 +217,7 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
                 execute_notebook(nb, target, parameters, Path(sockets) / nb.stem, log)
             except PapermillExecutionError as exc:
                 raise _chapter_error(nb, target, exc, run.resume_command("pipeline")) from None
+            _stamp(target, sources_digest(nb, shared))
             seconds = round(time.perf_counter() - t0, 1)
             if progress:
                 print(f"   {nb.stem} done in {seconds:.1f} s", file=sys.stderr, flush=True)
@@ -258,6 +260,47 @@ def execute_notebook(nb: Path, target: Path, parameters: dict, sockets: Path, lo
     papermill.execute_notebook(str(nb), str(target), kernel_name="python3", parameters=parameters,
                                log_output=log, progress_bar=False, stderr_file=None,
                                config=kernels, resources={"metadata": {"path": str(BOOK_DIR)}})
+
+
+def _shared_sources_digest() -> str:
+    """A digest of what every chapter's outputs depend on besides the chapter itself: the
+    library, the chapters' helper modules, the presets and the committed results they show."""
+    files = [*_HERE.rglob("*.py"), *BOOK_DIR.glob("*.py"), *(BOOK_DIR / "reference").glob("*.json"),
+             *EXAMPLES_DIR.glob("*.toml"), *(BOOK_DIR.parent / "benchmarks").glob("*.json")]
+    digest = hashlib.sha256()
+    for path in sorted(set(files)):
+        digest.update(f"{path.relative_to(path.parents[1])}\0".encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def sources_digest(chapter: Path, shared: str | None = None) -> str:
+    """The digest of the sources ``chapter`` executes with (itself and the shared ones), which
+    the pipeline stamps on its executed copy: a copy with another stamp is out of date."""
+    shared = shared or _shared_sources_digest()
+    return hashlib.sha256(shared.encode() + chapter.read_bytes()).hexdigest()
+
+
+def _stamp(executed: Path, digest: str) -> None:
+    """Record on an executed chapter the digest of the sources it ran with."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    nb.metadata["tinylm"] = {"sources": digest}
+    nbformat.write(nb, executed)
+
+
+def is_current(executed: Path, chapter: Path, parameters: dict, shared: str | None = None) -> bool:
+    """True when ``executed`` is a complete run of ``chapter`` with these injected
+    ``parameters`` (those named: others are not compared) and the sources as they are now."""
+    import nbformat
+
+    try:
+        meta = nbformat.read(executed, as_version=4).metadata
+    except (OSError, ValueError):
+        return False
+    injected = meta.get("papermill", {}).get("parameters", {})
+    return (meta.get("tinylm", {}).get("sources") == sources_digest(chapter, shared)
+            and all(injected.get(k) == v for k, v in parameters.items()))
 
 
 def _execute_together(notebooks: list[Path], execute, workers: int, progress: bool) -> dict:

@@ -1,5 +1,7 @@
 """`tinylm pipeline`: the chapters executed headless are the training pipeline."""
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tinylm.book_build import stale_chapters
 from tinylm.pipeline import BOOK_DIR, CONCURRENT
 from tinylm.runtime import physical_cores
 
@@ -27,9 +30,22 @@ def _chapters_folder() -> set[str]:
     return {p.name for p in BOOK_DIR.iterdir() if p.name != "__pycache__"}
 
 
+def _emptied(folder: str) -> Path:
+    """``folder`` without what an earlier run left there; only a run directory is emptied."""
+    path = Path(folder).resolve()
+    if path.exists():
+        assert (path / "config.json").is_file() or not any(path.iterdir()), \
+            f"TINYLM_PIPELINE_TEST_DIR={folder} holds files that are not a tinylm run"
+        shutil.rmtree(path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("pipeline") / "quick"
+    """The quick pipeline from scratch, in a temporary folder or where TINYLM_PIPELINE_TEST_DIR
+    says (`make test`: the book's run, which `make book` renders without executing it again)."""
+    folder = os.environ.get("TINYLM_PIPELINE_TEST_DIR")
+    run_dir = _emptied(folder) if folder else tmp_path_factory.mktemp("pipeline") / "quick"
     before = _chapters_folder()
     out = tinylm("pipeline", "--preset", "quick", "--output-dir", str(run_dir))
     assert out.returncode == 0, out.stderr[-3000:]
@@ -62,6 +78,7 @@ def test_pipeline_writes_every_artifact_and_executed_chapter(quick_run):
     if physical_cores() >= 2:  # once trained, chapters ran two at a time: the first two at once
         first, second = CONCURRENT[:2]
         assert out.stderr.index(f"== chapter {second}") < out.stderr.index(f"{first} done in")
+    assert stale_chapters(run_dir) == []  # each stamped as executed with the sources as they are
     # phase headers, and a closing summary with artifacts and the total time
     assert "== chapter 05_training" in out.stderr
     assert "pipeline finished in" in out.stdout and "final.pt" in out.stdout
@@ -70,13 +87,16 @@ def test_pipeline_writes_every_artifact_and_executed_chapter(quick_run):
 
 
 def test_unchanged_stages_are_skipped(quick_run):
+    """Chapter 5 opens the run's every stage (corpus, tokenizer, tokens, training)."""
     run_dir, _ = quick_run
     before = {p: (run_dir / p).stat().st_mtime_ns for p in
-              ("corpus/train.txt", "tokenizer/tokenizer.json", "checkpoints/final.pt")}
-    out = tinylm("pipeline", "--preset", "quick", "--output-dir", str(run_dir), "--chapters", "1,2,5")
+              ("corpus/train.txt", "tokenizer/tokenizer.json", "tokens/train.bin", "checkpoints/final.pt")}
+    out = tinylm("pipeline", "--preset", "quick", "--output-dir", str(run_dir), "--chapters", "5")
     assert out.returncode == 0, out.stderr[-2000:]
     after = {p: (run_dir / p).stat().st_mtime_ns for p in before}
     assert after == before
+    started = [line.split(" (")[0] for line in out.stderr.splitlines() if line.startswith("== ")]
+    assert started == ["== chapter 05_training"]  # and no stage
 
 
 def test_existing_checkpoints_without_resume_and_without_terminal_stop(quick_run):
@@ -90,8 +110,9 @@ def test_existing_checkpoints_without_resume_and_without_terminal_stop(quick_run
     assert final.stat().st_mtime_ns == stamp  # nothing was touched
 
 
-def test_failed_budget_stops_the_pipeline_with_exit_5(quick_run):
-    run_dir, _ = quick_run
+def test_failed_budget_stops_the_pipeline_with_exit_5(quick_run, tmp_path):
+    run_dir = tmp_path / "copy"  # a copy: the run itself stays complete and passing
+    shutil.copytree(quick_run[0], run_dir)
     out = tinylm("pipeline", "--preset", "quick", "--output-dir", str(run_dir), "--chapters", "10",
                  "--budget-p95-ms", "1")
     assert out.returncode == 5, out.stderr[-2000:]
