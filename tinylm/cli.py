@@ -278,10 +278,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from tinylm.pipeline import run_pipeline
+    from tinylm.pipeline import chapter_paths, check_parameters, run_pipeline
 
     started = time.perf_counter()
     run = _training_run(args)
+    chapters = args.chapters.split(",") if args.chapters else None
+    for notebook in chapter_paths(chapters):  # refused before the estimate's measurement
+        check_parameters(notebook)
     from tinylm.runtime import setup_process
 
     # measured as chapter 5's kernel will train: its threads, subnormals flushed, freed memory
@@ -289,7 +292,6 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     setup_process(run.cfg.threads)
     _print_estimate(run, args, pipeline=True)
     skip = tuple(s for s in ("corpus", "tokenizer") if getattr(args, f"skip_{s}"))
-    chapters = args.chapters.split(",") if args.chapters else None
     summary = run_pipeline(run.cfg, run.dir, chapters, run.resume, skip, progress=not args.quiet)
     from tinylm.checkpoint import write_json
 
@@ -420,8 +422,16 @@ def check_prerequisites(output_dir: Path) -> list[tuple[str, bool, str]]:
 
 
 def _print_estimate(run, args: argparse.Namespace, pipeline: bool = False) -> None:
-    """Before a long wait: this machine's measured speed and the run's expected time."""
-    if args.quiet or run.is_trained():
+    """Before a long wait: this machine's measured speed and the run's expected time.
+
+    Checkpoints the run may not use are refused first (the training would refuse them
+    after the measurement), so a refusal never waits for seconds of measurement.
+    """
+    if run.is_trained():
+        return
+    if run.decide_resume():
+        run.check_resume("pipeline" if pipeline else "train")
+    if args.quiet:
         return
     from tinylm import estimate
 

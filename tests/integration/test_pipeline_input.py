@@ -28,6 +28,7 @@ def test_flags_are_validated_before_any_work(tmp_path):
                               (["--preset", "nope"], 1, "unknown preset")):
         out = tinylm("pipeline", "--output-dir", str(tmp_path / "r"), *args)
         assert out.returncode == code and words in out.stderr, (args, out.stderr)
+        assert "estimate:" not in out.stderr  # no seconds of measurement before the refusal
         assert not (tmp_path / "r" / "notebooks").exists()
 
 
