@@ -60,7 +60,7 @@ def execute_chapter(checkout: Path, name: str, extra_cell: str) -> nbformat.Note
 
 def test_a_chapter_with_other_settings_keeps_the_earlier_run(checkout):
     book_runs = checkout / "runs" / "book"
-    earlier = chapter_run(None, {"epochs": 2}, False)  # chapter 5 with config = {"epochs": 2}
+    earlier = chapter_run(None, TINY, False)  # chapter 5 with config = TINY, a small model
     earlier.train()
     assert earlier.dir.parent == book_runs
     before = snapshot(earlier.dir)
