@@ -30,7 +30,7 @@ STAGES_SECONDS = 15.0
 CHAPTERS_SECONDS = 105.0
 #: An evaluation step (forward only) costs about a third of a training step per token.
 EVAL_COST = 1 / 3
-#: Runs expected to be shorter than this are not worth a longer measurement.
+#: Training expected to be shorter than this is not worth a longer measurement.
 SHORT_SECONDS = 60.0
 
 
@@ -121,12 +121,14 @@ def estimate(cfg: Config, tokens_dir: Path | None = None, pipeline: bool = False
              seconds: float = 3.0) -> Estimate:
     """Measure this machine and estimate the run's wall time.
 
-    Half a second of measurement first; a run that looks longer than a minute is measured
-    again for ``seconds``, so a small run does not wait for its own estimate.
+    Half a second of measurement first; a run whose training looks longer than a minute is
+    measured again for ``seconds``, so a small run does not wait for its own estimate (the
+    measured speed only scales the training: the chapters' allowance of a short pipeline
+    would not be estimated any better).
     """
     train_tokens, val_tokens, exact = count_tokens(cfg, tokens_dir)
     tps = measure_tokens_per_second(cfg, 0.5)
-    if run_seconds(cfg, tps, train_tokens, val_tokens, pipeline) > SHORT_SECONDS:
+    if run_seconds(cfg, tps, train_tokens, val_tokens) - STAGES_SECONDS > SHORT_SECONDS:
         tps = measure_tokens_per_second(cfg, seconds)
     return Estimate(tps, train_tokens, val_tokens, exact,
                     run_seconds(cfg, tps, train_tokens, val_tokens, pipeline))

@@ -65,3 +65,21 @@ def test_the_measurement_trains_the_configured_shape():
                       vocab_size=300)
     tps = estimate.measure_tokens_per_second(cfg, seconds=0.2)
     assert math.isfinite(tps) and tps > 0
+
+
+def test_only_a_long_training_is_measured_again(monkeypatch):
+    """The longer measurement refines the training's share of the wait: a pipeline that is
+    long because of its chapters, with a short training, does not wait for it."""
+    asked = []
+
+    def measure(cfg, seconds):
+        asked.append(seconds)
+        return 40_000.0
+
+    monkeypatch.setattr(estimate, "measure_tokens_per_second", measure)
+    quick = load_preset("quick")
+    est = estimate.estimate(quick, pipeline=True)
+    assert est.seconds > estimate.SHORT_SECONDS and asked == [0.5]  # chapters: long; training: not
+    asked.clear()
+    estimate.estimate(load_preset("default"), pipeline=True)
+    assert asked == [0.5, 3.0]
