@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from tinylm.config import load_preset
-from tinylm.pipeline import BOOK_DIR, CHAPTERS, _shared_sources_digest, is_current
+from tinylm.pipeline import BOOK_DIR, CHAPTERS, is_current, shared_sources_digest
 
 ROOT = BOOK_DIR.parent
 #: What the rendered book needs besides the chapters, relative to the repository's root.
@@ -35,7 +35,7 @@ def stale_chapters(run_dir: Path) -> list[str]:
     quick preset, in ``run_dir``, with the sources as they are now."""
     run_dir = Path(run_dir).resolve()
     wanted = {"run_dir": str(run_dir), "config": load_preset(PRESET).to_dict()}
-    shared = _shared_sources_digest()
+    shared = shared_sources_digest()
     return [name for name in CHAPTERS
             if not is_current(run_dir / "notebooks" / f"{name}.ipynb", BOOK_DIR / f"{name}.ipynb",
                               wanted, shared)]

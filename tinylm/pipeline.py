@@ -6,6 +6,9 @@ resolved configuration (as a dict) and the resume decision, and writes the execu
 to ``RUN/notebooks/``. The chapters call ``tinylm.stages.Run``, which skips any stage whose
 fingerprint is unchanged, so re-running the pipeline after a change redoes only what the
 change affects. A reader who opens a chapter leaves ``run_dir`` at None: the book's own runs.
+Each chapter executed without error is stamped with a digest of the sources it ran with
+(``sources_digest``), so that ``make book`` (``tinylm.book_build``) can tell a current
+executed copy from an out-of-date one.
 """
 from __future__ import annotations
 
@@ -205,7 +208,7 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
         out_dir = run_dir / "notebooks"
         out_dir.mkdir(parents=True, exist_ok=True)
         parameters = {"run_dir": str(run_dir), "config": cfg.to_dict(), "resume": resume}
-        shared = _shared_sources_digest()  # the sources as they were when the chapters started
+        shared = shared_sources_digest()  # the sources as they were when the chapters started
 
         def execute(nb: Path, log: bool) -> float:
             """One chapter into ``out_dir``; its seconds, or the error that names its cell."""
@@ -262,7 +265,7 @@ def execute_notebook(nb: Path, target: Path, parameters: dict, sockets: Path, lo
                                config=kernels, resources={"metadata": {"path": str(BOOK_DIR)}})
 
 
-def _shared_sources_digest() -> str:
+def shared_sources_digest() -> str:
     """A digest of what every chapter's outputs depend on besides the chapter itself: the
     library, the chapters' helper modules, the presets and the committed results they show."""
     files = [*_HERE.rglob("*.py"), *BOOK_DIR.glob("*.py"), *(BOOK_DIR / "reference").glob("*.json"),
@@ -276,7 +279,7 @@ def _shared_sources_digest() -> str:
 def sources_digest(chapter: Path, shared: str | None = None) -> str:
     """The digest of the sources ``chapter`` executes with (itself and the shared ones), which
     the pipeline stamps on its executed copy: a copy with another stamp is out of date."""
-    shared = shared or _shared_sources_digest()
+    shared = shared or shared_sources_digest()
     return hashlib.sha256(shared.encode() + chapter.read_bytes()).hexdigest()
 
 
