@@ -31,10 +31,12 @@ def _chapters_folder() -> set[str]:
 
 
 def _emptied(folder: str) -> Path:
-    """``folder`` without what an earlier run left there; only a run directory is emptied."""
+    """``folder`` without what an earlier run left there (finished or not: the pipeline makes
+    ``notebooks/`` first); only a run directory is emptied."""
     path = Path(folder).resolve()
     if path.exists():
-        assert (path / "config.json").is_file() or not any(path.iterdir()), \
+        is_run = (path / "config.json").is_file() or (path / "notebooks").is_dir()
+        assert is_run or not any(path.iterdir()), \
             f"TINYLM_PIPELINE_TEST_DIR={folder} holds files that are not a tinylm run"
         shutil.rmtree(path)
     return path
