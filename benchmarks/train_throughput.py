@@ -8,6 +8,7 @@ bf16 matmul rates.
     python benchmarks/train_throughput.py                 # default shape, 5 rounds
     python benchmarks/train_throughput.py --rounds 3 --vocab-size 2048 --json out.json
     python benchmarks/train_throughput.py --without keep_freed_memory   # what one setting buys
+    python benchmarks/train_throughput.py --without chunked_loss        # the loss chunk by chunk
 
 The reference is what a tutorial would write: fp32, eager, ``torch.optim.AdamW`` with its
 defaults, no allocator tuning. Both see the same random token batches.
@@ -88,6 +89,9 @@ def worker(a: argparse.Namespace) -> dict:
         elif a.undo == "flush_denormal":
             torch.set_flush_denormal(False)
         trainer = Trainer(tc, tmp, tmp / "out", progress=False)
+        if a.undo == "chunked_loss":  # the plain loss over the whole batch's logits
+            forward = trainer.forward
+            trainer.forward = lambda x, y, return_logits: forward(x, y)
 
         def step(batch):
             return trainer.train_step(batch[:, :-1], batch[:, 1:], lr=1e-3).loss
@@ -126,7 +130,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worker", choices=["reference", "tinylm"], help=argparse.SUPPRESS)
     p.add_argument("--undo", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--without", choices=["keep_freed_memory", "flush_denormal"], default=None,
+    p.add_argument("--without", choices=["keep_freed_memory", "flush_denormal", "chunked_loss"], default=None,
                    help="also time tinylm without this process setting (a third worker)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=30)

@@ -107,7 +107,7 @@ def measure_tokens_per_second(cfg: Config, seconds: float = 3.0, warmup: int = 2
         if steps == warmup:
             started = time.perf_counter()
         with autocast(device, dtype):
-            _, loss = model(x, y)
+            _, loss = model(x, y, return_logits=False)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -10,7 +10,9 @@ backward is several times slower than fp32 and the hand version was 1.5x faster 
 fp32 (benchmarks/README.md); on a GPU the fused kernel runs in the autocast precision (flash
 attention), which never materialises the T x T matrix. Dropout, when enabled, acts
 on the embeddings and on each residual branch, not on the attention probabilities: on a CPU
-drawing those T x T random masks cost a quarter of every training step.
+drawing those T x T random masks cost a quarter of every training step. A training step on
+a CPU that does not need the logits (``return_logits=False``) computes the loss a chunk of
+rows at a time (``ChunkedLinearCrossEntropy``), never holding the whole batch's logits.
 
 >>> model = GPT(GPTConfig(vocab_size=512, block_size=32, n_layer=2, n_head=2, n_embd=32,
 ...                        dropout=0.0))
@@ -94,6 +96,53 @@ def attention_kernel(device_type: str, dtype: torch.dtype, *, cached: bool = Fal
     if keep_probs or (device_type == "cpu" and dtype == torch.bfloat16):
         return "by_hand"
     return "fused_fp32" if device_type == "cpu" else "fused"
+
+
+#: Logits the chunked loss computes at once: 2**21 fp32 values (8 MB), 512 rows of a
+#: 4,096-token vocabulary, the fastest of 128-4,096 rows measured on this project's CPU.
+LOSS_CHUNK_ELEMENTS = 2**21
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of the logits ``x @ weight.T`` against ``targets``, and its
+    gradients, without the whole batch's logits.
+
+    The plain loss keeps B*T x V logits (64 MB in fp32 at the default shape), casts them,
+    reads them in the log-softmax and again in its backward: on a CPU those passes over
+    memory took longer than the output layer's matmuls. Here each chunk of rows gets its
+    logits, their log-softmax and, at once, the gradient (softmax minus one-hot) while they
+    are in cache; ``backward`` only scales the stored gradients. The matmuls run in
+    ``dtype`` (bf16 under autocast) with the softmax in fp32, as the plain loss under
+    autocast does; the gradients come back in the inputs' own dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                dtype: torch.dtype) -> torch.Tensor:
+        n, rows = x.size(0), max(1, LOSS_CHUNK_ELEMENTS // weight.size(0))
+        xs, w = x.to(dtype), weight.to(dtype)
+        loss = torch.zeros((), dtype=torch.float32, device=x.device)
+        dx = torch.empty_like(x)
+        dw = torch.zeros_like(weight, dtype=torch.float32)
+        index = torch.arange(min(rows, n), device=x.device)
+        for s in range(0, n, rows):
+            xc, yc = xs[s:s + rows], targets[s:s + rows]
+            logp = torch.log_softmax(xc @ w.t(), dim=-1, dtype=torch.float32)
+            loss -= logp.gather(1, yc[:, None]).sum()
+            grad = logp.exp_()  # softmax: the gradient of the summed loss, less the one-hot
+            grad[index[:len(yc)], yc] -= 1.0
+            grad = grad.to(dtype)
+            dx[s:s + rows] = grad @ w
+            dw += grad.t() @ xc
+        ctx.save_for_backward(dx, dw.to(weight.dtype))
+        ctx.n = n
+        return loss / n
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        dx, dw = ctx.saved_tensors
+        scale = grad_loss / ctx.n
+        return dx * scale, dw * scale, None, None
 
 
 class CausalSelfAttention(nn.Module):
@@ -190,13 +239,15 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None, reduction: str = "mean",
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                cache: KVCache | None = None, reduction: str = "mean", return_logits: bool = True,
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Logits for every position, and the cross-entropy loss when targets are given.
 
         With a ``cache``, ``idx`` holds only the new tokens; their positions continue from
         ``cache.pos``. ``reduction="none"`` returns one loss per target token (for
-        per-language evaluation).
+        per-language evaluation). ``return_logits=False`` returns None for the logits; a
+        training step on a CPU then computes the mean loss chunk by chunk, faster and
+        without the batch's logits in memory (``ChunkedLinearCrossEntropy``).
         """
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
@@ -212,10 +263,16 @@ class GPT(nn.Module):
         x = self.ln_f(x)
         if targets is None:
             return self.head(x), None
+        if (not return_logits and reduction == "mean" and x.device.type == "cpu"
+                and torch.is_grad_enabled()):
+            dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+            loss = ChunkedLinearCrossEntropy.apply(x.reshape(-1, x.size(-1)), self.head.weight,
+                                                   targets.reshape(-1), dtype)
+            return None, loss
         logits = self.head(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
                                reduction=reduction)
-        return logits, loss
+        return (logits if return_logits else None), loss
 
     @torch.no_grad()
     def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:

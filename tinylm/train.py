@@ -203,14 +203,14 @@ class Trainer:
         x, y = to_device(x, self.device), to_device(y, self.device)
         with autocast(self.device, self.dtype):
             try:
-                _, loss = self.forward(x, y)
+                _, loss = self.forward(x, y, return_logits=False)
             except Exception as exc:  # compile errors surface at the first call
                 if self.forward is self.eager:
                     raise
                 print(f"warning: torch.compile failed ({type(exc).__name__}: "
                       f"{str(exc).splitlines()[0][:200]}); training without it", file=sys.stderr)
                 self.forward = self.eager
-                _, loss = self.forward(x, y)
+                _, loss = self.forward(x, y, return_logits=False)
         (loss if weight == 1.0 else loss * weight).backward()
         norm = math.nan
         if self.cfg.grad_clip > 0:

@@ -1,6 +1,8 @@
 """Properties of the GPT and its sampler that must always hold."""
+import pytest
 import torch
 
+import tinylm.model as model_module
 from tinylm.generate import _candidates, generate_ids
 from tinylm.model import GPT, GPTConfig, KVCache
 
@@ -187,3 +189,39 @@ def test_parameters_by_part_follow_the_closed_form():
                      "MLP": L * (8 * C * C + 5 * C),  # C -> 4C -> C, biases
                      "LayerNorm": L * 2 * 2 * C + 2 * C}  # two per block and the final one
     assert sum(parts.values()) == model.num_params()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_loss_has_the_plain_losss_value_and_gradients(monkeypatch, dtype):
+    """The training step's loss, computed chunk by chunk without the batch's logits, is the
+    plain cross-entropy: same value, same gradient on every parameter (the tied output
+    matrix included), in fp32 and under bf16 autocast, with a last chunk shorter than the
+    others."""
+    monkeypatch.setattr(model_module, "LOSS_CHUNK_ELEMENTS", 40 * CFG.vocab_size)  # 40 rows
+    model = make_model(5)
+    x = torch.randint(0, CFG.vocab_size, (5, 22))  # 110 rows: 40 + 40 + 30
+    y = torch.randint(0, CFG.vocab_size, (5, 22))
+    results = []
+    for return_logits in (True, False):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            logits, loss = model(x, y, return_logits=return_logits)
+        (3.0 * loss).backward()  # the backward pass scales by the incoming gradient
+        results.append((logits, loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (logits, plain_loss, plain_grads), (no_logits, chunked_loss, chunked_grads) = results
+    assert logits is not None and no_logits is None
+    assert chunked_loss == pytest.approx(plain_loss, rel=1e-5)
+    for name, grad in plain_grads.items():
+        tol = 1e-5 if dtype == torch.float32 else 1e-2
+        assert torch.allclose(chunked_grads[name], grad, rtol=tol, atol=tol * grad.abs().max().item()), name
+
+
+def test_without_logits_evaluation_and_per_token_losses_still_work():
+    """``return_logits=False`` drops the logits, never the loss asked for: per-token losses
+    stay per token, and a loss without gradients (evaluation) is the same mean."""
+    model = make_model(6)
+    x = torch.randint(0, CFG.vocab_size, (2, 16))
+    with torch.no_grad():
+        _, loss = model(x, x, return_logits=False)
+    _, per_token = model(x, x, reduction="none", return_logits=False)
+    assert per_token.shape == (32,) and loss.item() == pytest.approx(per_token.mean().item(), rel=1e-5)
