@@ -29,6 +29,8 @@ THROUGHPUT = Path(__file__).with_name("train_throughput.py")
 #: policy), then sleeps; PASSIVE sleeps at once.
 POLICIES = {
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "spin 1k": {"GOMP_SPINCOUNT": "1000"},
+    "spin 3k": {"GOMP_SPINCOUNT": "3000"},
     "spin 10k": {"GOMP_SPINCOUNT": "10000"},
     "spin 100k": {"GOMP_SPINCOUNT": "100000"},
     "libgomp default": {},
@@ -49,11 +51,13 @@ def _rate(proc: subprocess.Popen) -> float:
 
 
 def main() -> None:
+    from tinylm.config import Config
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--n-layer", type=int, default=3)
+    p.add_argument("--n-layer", type=int, default=Config().n_layer)
     p.add_argument("--json", default=None, help="also write the figures to this file")
     a = p.parse_args()
     seen: dict[str, dict[str, list[float]]] = {name: {"idle": [], "busy": []} for name in POLICIES}

@@ -38,9 +38,13 @@ def throughput(r: dict) -> dict:
     """``results.json`` (``train_throughput.py --json``) with its MFU recomputed."""
     flops = _model(r["shape"]).flops_per_token()
     tps, rate = r["median_tokens_per_s"], {k: v * 1e12 for k, v in r["matmul_tflops"].items()}
-    return {**r, "mfu": {**r["mfu"], "reference_vs_fp32": tps["reference"] * flops / rate["fp32"],
-                         "tinylm_vs_bf16": tps["tinylm"] * flops / rate["bf16"],
-                         "tinylm_vs_fp32": tps["tinylm"] * flops / rate["fp32"]}}
+    out = {**r, "mfu": {**r["mfu"], "reference_vs_fp32": tps["reference"] * flops / rate["fp32"],
+                        "tinylm_vs_bf16": tps["tinylm"] * flops / rate["bf16"],
+                        "tinylm_vs_fp32": tps["tinylm"] * flops / rate["fp32"]}}
+    if "step_matmuls_ms" in r:  # a step of nothing but its matrix products
+        step = flops * r["shape"]["batch_size"] * r["shape"]["block_size"]
+        out["mfu_ceiling"] = {dt: step / (ms / 1000) / rate[dt] for dt, ms in r["step_matmuls_ms"].items()}
+    return out
 
 
 #: Each committed file, how it is rewritten, and how its producer formats it.

@@ -17,7 +17,8 @@ from pathlib import Path
 #: Operator -> the part of the step it belongs to (the rest is "other").
 GROUPS = {
     "matrix products": ("aten::mm", "aten::bmm", "aten::addmm"),
-    "cross-entropy (log-softmax and its backward)": ("aten::_log_softmax",
+    # the trainer's chunked loss: log-softmax and exp_ (its gradient); the plain loss: the rest
+    "cross-entropy (log-softmax and its gradient)": ("aten::_log_softmax", "aten::exp_",
                                                      "aten::_log_softmax_backward_data",
                                                      "aten::nll_loss_forward", "aten::nll_loss_backward"),
     "dtype copies (autocast)": ("aten::copy_",),

@@ -3,7 +3,9 @@
 Each measurement runs in a fresh subprocess (allocator settings and compile caches are
 per process), alternating tinylm and the reference several times; we print the medians,
 the ratio, and model FLOPs utilisation (MFU) against this machine's own measured fp32 and
-bf16 matmul rates.
+bf16 matmul rates, with the MFU a step made of nothing but its matrix products would reach
+(its ceiling at this shape: the products of a small model are small and run below the rate
+of a large square one).
 
     python benchmarks/train_throughput.py                 # default shape, 5 rounds
     python benchmarks/train_throughput.py --rounds 3 --vocab-size 2048 --json out.json
@@ -123,6 +125,44 @@ def matmul_rate(dtype_name: str, threads: int, n: int = 1024, reps: int = 20) ->
     return 2 * n ** 3 * reps / (time.perf_counter() - t0)
 
 
+def step_matmuls_seconds(a: argparse.Namespace, dtype_name: str, reps: int = 20) -> float:
+    """Median seconds of a training step's matrix products alone, at their exact shapes.
+
+    Every linear layer's forward product and its two backward ones (input and weight
+    gradients), the output layer's likewise, and attention's six batched products per layer
+    (QK^T and AV, forward and backward), on random data in the given dtype, one after the
+    other with nothing in between: the time no implementation of this step can beat with
+    these kernels, so ``flops_per_token`` over it is the highest MFU the shape allows here.
+    """
+    import torch
+
+    torch.set_num_threads(a.threads)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    m, d, t = a.batch_size * a.block_size, a.n_embd, a.block_size
+    bh, hd = a.batch_size * a.n_head, a.n_embd // a.n_head
+
+    def rnd(*shape):
+        return torch.randn(*shape, dtype=dtype)
+
+    products = []
+    for k, n, times in [(d, 3 * d, a.n_layer), (d, d, a.n_layer), (d, 4 * d, a.n_layer),
+                        (4 * d, d, a.n_layer), (d, a.vocab_size, 1)]:
+        x, w, dy = rnd(m, k), rnd(n, k), rnd(m, n)
+        products += [lambda x=x, w=w: x @ w.t(), lambda dy=dy, w=w: dy @ w,
+                     lambda dy=dy, x=x: dy.t() @ x] * times
+    q, kt, p = rnd(bh, t, hd), rnd(bh, hd, t), rnd(bh, t, t)
+    products += [lambda: q @ kt, lambda: p @ q, lambda: p.transpose(1, 2) @ q,
+                 lambda: p @ q, lambda: p @ q, lambda: p.transpose(1, 2) @ q] * a.n_layer
+    seconds = []
+    for i in range(reps + 3):
+        t0 = time.perf_counter()
+        for product in products:
+            product()
+        if i >= 3:  # the first three warm the kernels up
+            seconds.append(time.perf_counter() - t0)
+    return statistics.median(seconds)
+
+
 def main() -> None:
     from tinylm.config import Config
 
@@ -171,6 +211,8 @@ def main() -> None:
     med = {w: statistics.median(x["tokens_per_s"] for x in v) for w, v in results.items()}
     fp32, bf16 = matmul_rate("fp32", a.threads), matmul_rate("bf16", a.threads)
     flops = results["tinylm"][0]["flops_per_token"]
+    step_flops = flops * a.batch_size * a.block_size
+    matmuls_s = {dt: step_matmuls_seconds(a, dt) for dt in ("fp32", "bf16")}
     summary = {
         "shape": _model_args(a) | {"batch_size": a.batch_size}, "threads": a.threads,
         "dtype": a.dtype, "compile": a.compile,
@@ -179,6 +221,10 @@ def main() -> None:
         "mfu": {"reference_vs_fp32": med["reference"] * flops / fp32,
                 "tinylm_vs_bf16": med["tinylm"] * flops / bf16,
                 "tinylm_vs_fp32": med["tinylm"] * flops / fp32},
+        # a step of nothing but its matrix products, at this shape: the MFU ceiling
+        "step_matmuls_ms": {dt: 1000 * s for dt, s in matmuls_s.items()},
+        "mfu_ceiling": {"fp32": step_flops / matmuls_s["fp32"] / fp32,
+                        "bf16": step_flops / matmuls_s["bf16"] / bf16},
         "tinylm_warmup_s": statistics.median(x["warmup_s"] for x in results["tinylm"]),
     }
     if without:
