@@ -10,7 +10,7 @@ of a large square one).
     python benchmarks/train_throughput.py                 # default shape, 5 rounds
     python benchmarks/train_throughput.py --rounds 3 --vocab-size 2048 --json out.json
     python benchmarks/train_throughput.py --without keep_freed_memory   # what one setting buys
-    python benchmarks/train_throughput.py --without chunked_loss        # the loss chunk by chunk
+    python benchmarks/train_throughput.py --without chunked_loss --without fused_attention
 
 The reference is what a tutorial would write: fp32, eager, ``torch.optim.AdamW`` with its
 defaults, no allocator tuning. Both see the same random token batches.
@@ -94,6 +94,10 @@ def worker(a: argparse.Namespace) -> dict:
         if a.undo == "chunked_loss":  # the plain loss over the whole batch's logits
             forward = trainer.forward
             trainer.forward = lambda x, y, return_logits: forward(x, y)
+        elif a.undo == "fused_attention":  # bf16 matmuls around an fp32 softmax, by hand
+            import tinylm.model
+
+            tinylm.model.attention_kernel = lambda *args, **kwargs: "by_hand"
 
         def step(batch):
             return trainer.train_step(batch[:, :-1], batch[:, 1:], lr=1e-3).loss
@@ -170,8 +174,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worker", choices=["reference", "tinylm"], help=argparse.SUPPRESS)
     p.add_argument("--undo", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--without", choices=["keep_freed_memory", "flush_denormal", "chunked_loss"], default=None,
-                   help="also time tinylm without this process setting (a third worker)")
+    p.add_argument("--without", action="append", default=[],
+                   choices=["keep_freed_memory", "flush_denormal", "chunked_loss", "fused_attention"],
+                   help="also time tinylm without this setting (one more worker each; repeatable)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
@@ -193,16 +198,18 @@ def main() -> None:
     from tinylm.runtime import use_passive_openmp_wait
 
     use_passive_openmp_wait()  # both workers wait as the tinylm command's processes do
-    passthrough = [arg for arg in sys.argv[1:] if not arg.startswith("--json")]
-    if a.json and a.json in passthrough:
-        passthrough.remove(a.json)
-    without = f"tinylm without {a.without}" if a.without else None
-    results: dict[str, list[dict]] = {"reference": [], "tinylm": []} | ({without: []} if without else {})
+    passthrough, skip = [], False  # the worker's arguments: all but --json and --without
+    for arg in sys.argv[1:]:
+        if not skip and not arg.startswith(("--json", "--without")):
+            passthrough.append(arg)
+        skip = arg in ("--json", "--without") and not skip
+    withouts = {f"tinylm without {w}": w for w in a.without}
+    results: dict[str, list[dict]] = {"reference": [], "tinylm": []} | {w: [] for w in withouts}
     for r in range(a.rounds):
         for who in results:
             cmd = [sys.executable, __file__, "--worker", who.split()[0], *passthrough]
-            if who == without:
-                cmd += ["--undo", a.without]
+            if who in withouts:
+                cmd += ["--undo", withouts[who]]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             res = json.loads(out.stdout.strip().splitlines()[-1])
             results[who].append(res)
@@ -227,8 +234,8 @@ def main() -> None:
                         "bf16": step_flops / matmuls_s["bf16"] / bf16},
         "tinylm_warmup_s": statistics.median(x["warmup_s"] for x in results["tinylm"]),
     }
-    if without:
-        summary[f"ratio_tinylm_to_{without.replace(' ', '_')}"] = med["tinylm"] / med[without]
+    for who in withouts:
+        summary[f"ratio_tinylm_to_{who.replace(' ', '_')}"] = med["tinylm"] / med[who]
     print(json.dumps(summary, indent=2))
     if a.json:
         with open(a.json, "w") as f:

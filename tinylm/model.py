@@ -4,15 +4,15 @@ Pre-norm blocks (LayerNorm -> causal self-attention -> residual, LayerNorm -> ML
 residual), learned absolute positions, input and output embeddings tied, GPT-2 style init
 with the residual projections scaled by 1/sqrt(2 * n_layer) so that the residual stream's
 variance does not grow with depth. How attention is computed depends on the device
-(``attention_kernel``): under bf16 autocast on a CPU the two attention matmuls run in bf16
-around an fp32 softmax, written out by hand, because there PyTorch's fused bf16 attention
-backward is several times slower than fp32 and the hand version was 1.5x faster than fused
-fp32 (benchmarks/README.md); on a GPU the fused kernel runs in the autocast precision (flash
-attention), which never materialises the T x T matrix. Dropout, when enabled, acts
-on the embeddings and on each residual branch, not on the attention probabilities: on a CPU
-drawing those T x T random masks cost a quarter of every training step. A training step on
-a CPU that does not need the logits (``return_logits=False``) computes the loss a chunk of
-rows at a time (``ChunkedLinearCrossEntropy``), never holding the whole batch's logits.
+(``attention_kernel``): on a CPU PyTorch's fused kernel runs in fp32, under bf16 autocast
+too, because there its bf16 backward is several times slower than fp32, and fp32 beat bf16
+matmuls around an fp32 softmax written out by hand (benchmarks/README.md); on a GPU the
+fused kernel runs in the autocast precision (flash attention), which never materialises the
+T x T matrix. Dropout, when enabled, acts on the embeddings and on each residual branch, not
+on the attention probabilities: on a CPU drawing those T x T random masks cost a quarter of
+every training step. A training step on a CPU that does not need the logits
+(``return_logits=False``) computes the loss a chunk of rows at a time
+(``ChunkedLinearCrossEntropy``), never holding the whole batch's logits.
 
 >>> model = GPT(GPTConfig(vocab_size=512, block_size=32, n_layer=2, n_head=2, n_embd=32,
 ...                        dropout=0.0))
@@ -81,19 +81,20 @@ def attention_kernel(device_type: str, dtype: torch.dtype, *, cached: bool = Fal
     """Which attention a block computes for inputs of ``dtype`` on ``device_type``.
 
     - ``"by_hand"``: matmuls in ``dtype``, softmax in fp32, the T x T probabilities
-      materialised. The fastest training on a CPU under bf16 (module docstring), and the
-      only way to read the probabilities (``keep_probs``, for ``GPT.attention_maps``).
+      materialised: the only way to read the probabilities (``keep_probs``, for
+      ``GPT.attention_maps``).
     - ``"fused"``: ``F.scaled_dot_product_attention`` in ``dtype``; on CUDA in bf16 that is
       flash attention, which a by-hand version would replace with a T x T matrix per head.
-    - ``"fused_fp32"``: the fused kernel in fp32 with autocast off: a CPU in fp32, and every
-      step of KV-cached generation (the cache holds fp32).
+    - ``"fused_fp32"``: the fused kernel in fp32 with autocast off: a CPU, in fp32 or under
+      bf16 autocast (the fastest there, module docstring), and every step of KV-cached
+      generation (the cache holds fp32).
 
     >>> attention_kernel("cpu", torch.bfloat16), attention_kernel("cuda", torch.bfloat16)
-    ('by_hand', 'fused')
+    ('fused_fp32', 'fused')
     """
     if cached:
         return "fused_fp32"
-    if keep_probs or (device_type == "cpu" and dtype == torch.bfloat16):
+    if keep_probs:
         return "by_hand"
     return "fused_fp32" if device_type == "cpu" else "fused"
 
@@ -280,9 +281,8 @@ class GPT(nn.Module):
 
         Returns one ``(B, n_head, T, T)`` tensor per layer; row ``t`` sums to 1 over the
         positions ``s <= t``. They are kept by the model's own forward pass, which computes
-        attention by hand while they are asked for (as it does under bf16 autocast on a CPU),
-        on any device, so the maps are those of the real blocks; dropout is off meanwhile, and
-        training never pays.
+        attention by hand while they are asked for, on any device, so the maps are those of
+        the real blocks; dropout is off meanwhile, and training never pays.
         """
         attns = [block.attn for block in self.blocks]
         was_training = self.training
