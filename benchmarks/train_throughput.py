@@ -154,9 +154,10 @@ def step_matmuls_seconds(a: argparse.Namespace, dtype_name: str, reps: int = 20)
         x, w, dy = rnd(m, k), rnd(n, k), rnd(m, n)
         products += [lambda x=x, w=w: x @ w.t(), lambda dy=dy, w=w: dy @ w,
                      lambda dy=dy, x=x: dy.t() @ x] * times
-    q, kt, p = rnd(bh, t, hd), rnd(bh, hd, t), rnd(bh, t, t)
-    products += [lambda: q @ kt, lambda: p @ q, lambda: p.transpose(1, 2) @ q,
-                 lambda: p @ q, lambda: p @ q, lambda: p.transpose(1, 2) @ q] * a.n_layer
+    q, kt, p = rnd(bh, t, hd), rnd(bh, hd, t), rnd(bh, t, t)  # (T, hd), (hd, T), (T, T) per head
+    products += [lambda: q @ kt, lambda: p @ q,  # scores QK^T, then their weights times V
+                 lambda: q @ kt, lambda: p.transpose(1, 2) @ q,  # AV's backward: dP, dV
+                 lambda: p @ q, lambda: p.transpose(1, 2) @ q] * a.n_layer  # QK^T's: dQ, dK
     seconds = []
     for i in range(reps + 3):
         t0 = time.perf_counter()
