@@ -7,6 +7,10 @@ run's training text.
 
     python benchmarks/sample_language.py runs/default
     python benchmarks/sample_language.py runs/default --per-language 20 --json benchmarks/sample_language.json
+    python benchmarks/sample_language.py runs/seeds/1337 runs/seeds/1 runs/seeds/2 --json out.json
+
+With several runs, the JSON holds each run's figures under ``runs``: how much the shares
+move between models trained with other seeds.
 """
 from __future__ import annotations
 
@@ -54,19 +58,23 @@ def census(run_dir: Path, per_language: int = 20, seed: int = 0) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, nargs="+")
     p.add_argument("--per-language", type=int, default=20)
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     a = p.parse_args()
-    result = census(a.run_dir, a.per_language)
-    for s in result["samples"]:
-        mark = "ok " if s["detected"] == s["lang"] else "MISS"
-        print(f"{mark} {s['lang']}->{s['detected']} {s['prompt']!r:20} {(s['prompt'] + s['text'])[:90]!r}")
-    print(f"\nin the requested language: {result['in_language']}/{result['samples_total']}; "
-          f"generated words found in the training text: {100 * result['known_word_share']:.1f}% "
-          f"of {result['words']}; samples opening with a word in capitals: {result['open_in_capitals']}")
+    figures = []
+    for run_dir in a.run_dir:
+        result = census(run_dir, a.per_language)
+        for s in result["samples"]:
+            mark = "ok " if s["detected"] == s["lang"] else "MISS"
+            print(f"{mark} {s['lang']}->{s['detected']} {s['prompt']!r:20} {(s['prompt'] + s['text'])[:90]!r}")
+        print(f"\n{run_dir}: in the requested language: {result['in_language']}/{result['samples_total']}; "
+              f"generated words found in the training text: {100 * result['known_word_share']:.1f}% "
+              f"of {result['words']}; samples opening with a word in capitals: {result['open_in_capitals']}\n")
+        figures.append({k: v for k, v in result.items() if k != "samples"})
     if a.json:
-        a.json.write_text(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2) + "\n")
+        out = figures[0] if len(figures) == 1 else {"runs": figures}
+        a.json.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":
