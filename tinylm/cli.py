@@ -293,7 +293,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     _print_estimate(run, args, pipeline=True)
     skip = tuple(s for s in ("corpus", "tokenizer") if getattr(args, f"skip_{s}"))
     summary = run_pipeline(run.cfg, run.dir, chapters, run.resume, skip, progress=not args.quiet)
-    from tinylm.checkpoint import write_json
+    from tinylm.files import write_json
 
     # the record of this command: its chapters' times and its own, estimate included
     summary["command_seconds"] = round(time.perf_counter() - started, 1)
@@ -509,7 +509,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     import matplotlib
 
-    from tinylm.checkpoint import atomic_write_bytes
+    from tinylm.files import atomic_write_bytes
     from tinylm.errors import ConfigError
 
     run_dir = _run_dir(args)

@@ -178,7 +178,7 @@ class Config:
         return Config.from_dict(values).validate()
 
     def save(self, path: Path) -> None:
-        from tinylm.checkpoint import atomic_write_text
+        from tinylm.files import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 

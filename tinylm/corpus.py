@@ -40,9 +40,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from tinylm.checkpoint import atomic_write_text, sha256_file, write_json
 from tinylm.config import TRANSLATIONS, Config
 from tinylm.errors import CorpusError
+from tinylm.files import atomic_write_text, sha256_file, write_json
 
 EOT = "<|endoftext|>"
 SPLITS = ("train", "val")

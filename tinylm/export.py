@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 
 from tinylm import __version__
-from tinylm.checkpoint import TMP_SUFFIX, atomic_write_bytes, atomic_write_text, write_json
 from tinylm.config import Config
 from tinylm.corpus import EOT
 from tinylm.errors import CheckpointError, ConfigError, PrerequisiteError, TinyLMError
+from tinylm.files import TMP_SUFFIX, atomic_write_bytes, atomic_write_text, write_json
 from tinylm.model import GPT
 from tinylm.tokenizer import load_tokenizer, special_ids
 

@@ -20,11 +20,11 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from tinylm.checkpoint import RunLock, sha256_file, write_json
 from tinylm.config import (CORPUS_KEYS, NOT_TRAINING, RESUMABLE_CHANGES, Config, check_resume,
                            command_flags)
 from tinylm.errors import (CheckpointError, PrerequisiteError, TinyLMError, TokenizerError,
                            TrainingError)
+from tinylm.files import RunLock, sha256_file, write_json
 
 #: The files each stage writes; a stage missing one is not fresh, whatever its fingerprint.
 OUTPUTS = {"corpus": ("train.txt", "val.txt", "stats.json"), "tokenizer": ("tokenizer.json",),

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from tinylm.checkpoint import atomic_write_bytes, atomic_write_text, write_json
 from tinylm.config import MAX_VOCAB
 from tinylm.corpus import EOT, SPLITS, lang_tag, read_documents
 from tinylm.errors import TokenizerError
+from tinylm.files import atomic_write_bytes, atomic_write_text, write_json
 
 ENCODE_CHUNK = 256  # documents per encode_batch call: all cores busy, bounded memory
 

@@ -33,11 +33,12 @@ import torch
 from tqdm import tqdm
 
 from tinylm import distributed
-from tinylm.checkpoint import RunLock, load_resume_state, save_checkpoint, write_json
+from tinylm.checkpoint import load_resume_state, save_checkpoint
 from tinylm.config import Config, check_resume
 from tinylm.data import EpochSampler, load_splits
 from tinylm.errors import ConfigError, Interrupted, TrainingError
 from tinylm.evaluate import evaluate
+from tinylm.files import RunLock, write_json
 from tinylm.model import GPT, GPTConfig
 from tinylm.runtime import autocast, environment, resolve_device, resolve_dtype, to_device
 

@@ -186,7 +186,7 @@ def test_a_second_pipeline_on_a_run_in_use_is_refused(tmp_path, monkeypatch, cap
     monkeypatch.setattr(pipeline, "BOOK_DIR", book)
     run = tmp_path / "run"
     run.mkdir()
-    hold = f"import sys\nfrom tinylm.checkpoint import RunLock\nwith RunLock({str(run)!r}):\n" \
+    hold = f"import sys\nfrom tinylm.files import RunLock\nwith RunLock({str(run)!r}):\n" \
            "    print('locked', flush=True)\n    sys.stdin.read()"
     owner = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True)

@@ -15,9 +15,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinylm import checkpoint
-from tinylm.checkpoint import (RunLock, atomic_write_bytes, digest_path, load_checkpoint,
-                               load_resume_state, remove_temp_files, save_checkpoint)
+from tinylm import checkpoint, files
+from tinylm.checkpoint import digest_path, load_checkpoint, load_resume_state, save_checkpoint
+from tinylm.files import RunLock, atomic_write_bytes, remove_temp_files
 from tinylm.errors import CheckpointError, PrerequisiteError
 
 
@@ -47,7 +47,7 @@ def test_neither_import_nor_writing_touches_the_process_umask(tmp_path):
         calls = []
         real = os.umask
         os.umask = lambda mask: calls.append(mask) or real(mask)
-        from tinylm.checkpoint import atomic_write_bytes
+        from tinylm.files import atomic_write_bytes
         atomic_write_bytes(sys.argv[1], b"x")
         print(calls)
     """)
@@ -121,7 +121,7 @@ def test_a_crash_between_the_checkpoint_and_its_checksum_leaves_a_loadable_one(t
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"step": 1})
     writes = []
-    real_bytes = checkpoint.atomic_write_bytes
+    real_bytes = files.atomic_write_bytes
 
     def counting(p, data):
         if len(writes) == crash_at:
@@ -129,6 +129,7 @@ def test_a_crash_between_the_checkpoint_and_its_checksum_leaves_a_loadable_one(t
         writes.append(Path(p).name)
         real_bytes(p, data)
 
+    monkeypatch.setattr(files, "atomic_write_bytes", counting)  # under atomic_write_text
     monkeypatch.setattr(checkpoint, "atomic_write_bytes", counting)
     if crash_at is None:
         save_checkpoint(path, {"step": 2})
@@ -250,7 +251,7 @@ def test_lock_is_reentrant_and_shared_inside_one_process(tmp_path):
 
 _HOLD = textwrap.dedent("""
     import sys
-    from tinylm.checkpoint import RunLock
+    from tinylm.files import RunLock
     from tinylm.errors import TinyLMError
     try:
         with RunLock(sys.argv[1]):
@@ -340,7 +341,7 @@ def test_a_chapter_kernel_shares_the_lock_of_the_pipeline_that_started_it(tmp_pa
 
 def test_checkpoint_imports_without_fcntl():
     """Only taking a lock needs fcntl (POSIX); saving and loading work without it."""
-    code = "import sys; sys.modules['fcntl'] = None; import tinylm.checkpoint"
+    code = "import sys; sys.modules['fcntl'] = None; import tinylm.files, tinylm.checkpoint"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
@@ -371,7 +372,7 @@ def test_pickle_module_error_type_is_what_torch_raises(tmp_path):
 _RACE = textwrap.dedent("""
     import os, sys
     from pathlib import Path
-    from tinylm.checkpoint import RunLock
+    from tinylm.files import RunLock
     from tinylm.errors import TinyLMError
     lock = RunLock(sys.argv[1])
     print("ready", flush=True)

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from tinylm.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from tinylm.checkpoint import load_checkpoint, save_checkpoint
 from tinylm.config import RANGES, Config, load_preset
 from tinylm.data import EpochSampler, TokenDataset, language_of_positions
 from tinylm.errors import CheckpointError, ConfigError
+from tinylm.files import atomic_write_text
 from tinylm.train import lr_at
 
 
