@@ -337,12 +337,22 @@ def _stdout_to_stderr(enabled: bool):
 
 
 def _summary(run, checks: dict) -> None:
+    from tinylm.evaluate import describe_check
+
     print(f"\nrun directory: {run.dir}")
     for path in sorted(run.dir.rglob("*")):
         if path.is_file() and not path.name.startswith(".") and path.suffix in (".json", ".pt", ".txt", ".bin", ".ipynb"):
             print(f"  {path.relative_to(run.dir)!s:40} {path.stat().st_size / 1024:10.1f} KB")
     for c in checks["checks"]:
-        print(f"  [{'ok' if c['passed'] else 'FAIL'}] {c['name']}: {c['value']:.3f} (limit {c['limit']})")
+        mark = "ok" if c["passed"] else ("--" if c["value"] is None else "FAIL")
+        print(f"  [{mark}] {describe_check(c)}")
+    if run.samples_path.exists():
+        s = json.loads(run.samples_path.read_text())
+        passed = sum(x["passed"] for x in s["samples"])
+        print(f"  [{'ok' if s['passed'] else 'FAIL'}] samples: {passed} of {len(s['samples'])} passed")
+        if s.get("language_not_measured"):
+            print(f"  [--] sample language of {', '.join(s['language_not_measured'])}: not "
+                  "measured (no list of its common words); judged on repetition only")
     if run.budgets_path.exists():
         b = json.loads(run.budgets_path.read_text())
         for c in b["checks"]:
@@ -484,8 +494,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     for k, v in env.items():
         print(f"  {k:12} {v}")
     if m is not None:
+        loss = ("no epoch finished yet, so no validation loss" if m["final_val_loss"] is None
+                else f"final val loss {m['final_val_loss']:.3f}")
         print(f"\nrun {args.output_dir}: {m['status']}, {len(m['history'])} epochs, "
-              f"{m['model']['parameters']:,} parameters, final val loss {m['final_val_loss']:.3f}")
+              f"{m['model']['parameters']:,} parameters, {loss}")
     return 0
 
 

@@ -357,6 +357,27 @@ def test_interrupt_at_any_step_then_resume_is_exact(prepared, library_reference,
     assert_same_training(run, library_reference)
 
 
+def test_the_reports_of_a_run_stopped_in_its_first_epoch_say_what_is_missing(
+        prepared, tmp_path, monkeypatch, capsys):
+    from tinylm.evaluate import training_checks
+
+    run = copy(prepared, tmp_path / "run")
+    _interrupt_at(monkeypatch, 3)
+    with pytest.raises(Interrupted):
+        Run(run, CFG, progress=False).train()
+    monkeypatch.undo()
+    metrics = json.loads((run / "training_metrics.json").read_text())
+    assert (metrics["status"], metrics["history"]) == ("interrupted", [])
+    capsys.readouterr()
+    assert cli.main(["info", "--output-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "interrupted, 0 epochs" in out and "no epoch finished yet, so no validation loss" in out
+    cli._summary(Run(run, CFG, progress=False), training_checks(metrics))  # as pipeline prints it
+    out = capsys.readouterr().out
+    assert "[--] final validation loss: not measured: no epoch has finished yet" in out
+    assert "checkpoints/last.pt" in out  # what is there
+
+
 def test_two_runs_with_the_same_seed_are_identical(reference, library_reference):
     """The CLI run and the library run: two processes, the same seed, the same numbers."""
     assert_same_training(library_reference, reference)

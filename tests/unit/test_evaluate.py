@@ -52,3 +52,43 @@ def test_failed_training_checks_or_samples_stop_with_exit_5():
     with pytest.raises(ValidationError, match="see runs/x/samples.json") as err:
         raise_if_checks_failed(good, {"passed": False}, "runs/x/samples.json")
     assert err.value.exit_code == 5 and "--repetition-penalty" in err.value.remedy
+
+
+def test_a_run_stopped_in_its_first_epoch_has_checks_that_say_nothing_was_measured():
+    checks = training_checks({"status": "interrupted", "history": []})
+    assert [c["name"] for c in checks["checks"]] == [
+        "final validation loss", "validation - training loss", "training loss falls every epoch"]
+    assert all(c["value"] is None and not c["passed"] for c in checks["checks"])
+    assert not checks["passed"] and "no epoch has finished" in checks["note"]
+    with pytest.raises(ValidationError, match="final validation loss: not measured: no epoch "
+                                              "has finished yet") as err:
+        raise_if_checks_failed(checks, {"passed": True})
+    assert err.value.exit_code == 5
+
+
+def test_samples_in_a_language_without_common_words_are_judged_on_repetition_alone(tmp_path):
+    from tinylm.config import Config
+    from tinylm.evaluate import STOPWORDS, sample_report
+    from tinylm.model import GPT, GPTConfig
+    from tinylm.tokenizer import train_tokenizer
+
+    assert "pt" not in STOPWORDS
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "train.txt").write_text("".join(f"<|{lang}|>{text} {i}<|endoftext|>\n"
+                                              for i in range(20) for lang, text in
+                                              [("en", "and the lord said"), ("pt", "e disse o senhor")]))
+    tok = train_tokenizer(corpus, 300, ["en", "pt"], tmp_path / "tokenizer", progress=False)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=16,
+                          dropout=0.0)).eval()
+    cfg = Config(languages=["en", "pt"], corpus_path="text", sample_new_tokens=8,
+                 max_repeated_4grams=1.0)
+    report = sample_report(model, tok, cfg, per_language=2)
+    assert report["language_not_measured"] == ["pt"]
+    pt = [s for s in report["samples"] if s["lang"] == "pt"]
+    en = [s for s in report["samples"] if s["lang"] == "en"]
+    assert [(s["language_check"], s["detected_lang"], s["passed"]) for s in pt] == [
+        ("not measured", None, True)] * 2
+    assert all(s["language_check"] == "measured" for s in en)
+    assert all(s["passed"] == (s["detected_lang"] == "en") for s in en)  # still checked
