@@ -347,7 +347,7 @@ def report_to_launcher(code: int, failure: TinyLMError | None) -> int:
     if not under_launcher():
         return code
     if launched_rank() == 0:
-        from tinylm.checkpoint import write_json
+        from tinylm.files import write_json
 
         write_json(Path(os.environ[OUTCOME]), {
             "exit_code": code, "error": type(failure).__name__ if failure else None,

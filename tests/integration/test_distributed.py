@@ -354,3 +354,15 @@ def test_only_train_runs_under_torchrun(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "`tinylm pipeline` runs in one process, but torchrun started this one" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_rank0_reports_how_it_ended_to_the_launcher(tmp_path, monkeypatch):
+    from tinylm import distributed
+    from tinylm.errors import CorpusError
+
+    outcome = tmp_path / "outcome.json"
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "2"), (distributed.OUTCOME, str(outcome))):
+        monkeypatch.setenv(name, value)
+    assert distributed.report_to_launcher(2, CorpusError("no corpus", "add one")) == 0
+    assert json.loads(outcome.read_text()) == {"exit_code": 2, "error": "CorpusError",
+                                               "message": "no corpus", "remedy": "add one"}
