@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,10 @@ EXAMPLES_DIR = _HERE / "examples" if (_HERE / "examples").is_dir() else _HERE.pa
 MAX_VOCAB = 65_535
 #: The stages of a run (tinylm.stages) whose output the trained model depends on.
 TRAINING_STAGES = ("corpus", "tokenizer", "train")
+#: A SHA-256 digest: it becomes a file name in the download cache, so nothing else may pass.
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+#: A run's name becomes a folder name (runs/<name>, the book's runs): one plain path component.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
 
 
 def setting(default: Any, why: str, lo: float | None = None, hi: float | None = None, *,
@@ -229,10 +234,17 @@ class Config:
             if allowed and value not in allowed:
                 raise ConfigError(f"{f.name}={value!r} is not one of {allowed}",
                                   f"set {f.name} to one of {', '.join(allowed)}.")
-        if self.corpus_url and len(self.corpus_sha256) != 64:
+        if (self.corpus_url or self.corpus_sha256) and not _HEX64.fullmatch(self.corpus_sha256):
             raise ConfigError(
-                "corpus_url is set but corpus_sha256 is not a 64-character hex digest",
-                "compute it with `sha256sum FILE` and pass --corpus-sha256.",
+                f"corpus_sha256={self.corpus_sha256!r} is not a 64-character hex digest",
+                "compute it with `sha256sum FILE` and pass --corpus-sha256 (64 characters "
+                "0-9 and a-f, the SHA-256 of the file at corpus_url).",
+            )
+        if not _NAME.fullmatch(self.name):
+            raise ConfigError(
+                f"name={self.name!r} is not a plain name (it names the run's folder)",
+                "use 1 to 64 letters, digits, '_', '-', '.' or '+', starting with a letter, a "
+                "digit or '_' (a preset file's name is its default).",
             )
         specials = len(self.languages) + 1
         if self.vocab_size < 256 + specials:

@@ -432,6 +432,9 @@ def fetch_url(url: str, sha256: str, cache_dir: Path | None = None, max_bytes: i
     place only when its digest matches, so the cache never holds a partial or wrong file;
     one already cached is hashed again before use (and fetched again if damaged).
     """
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):  # it becomes a file name in the cache
+        raise CorpusError(f"corpus_sha256={sha256!r} is not a 64-character hex digest",
+                          "compute it with `sha256sum FILE` and pass --corpus-sha256.")
     sha256 = sha256.lower()
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     target = cache / sha256

@@ -149,7 +149,7 @@ def test_corpus_smaller_than_one_training_window(ws):
     ("--preset", "fastest", ["unknown preset 'fastest'"], ["quick, default, high_quality, low_memory"]),
     ("--epocs", "3", ["unrecognized arguments: --epocs 3"], ["did you mean --epochs?"]),
     ("--corpus-url", "http://example.invalid/book.en.txt",
-     ["corpus_sha256 is not a 64-character hex digest"], ["sha256sum FILE"]),
+     ["corpus_sha256='' is not a 64-character hex digest"], ["sha256sum FILE"]),
 ])
 def test_configuration_out_of_range(ws, flag, value, says, remedy):
     before = snapshot(ws / "run")

@@ -111,3 +111,42 @@ def test_model_config_comes_from_the_run_config_in_the_checkpoint_format():
     assert GPTConfig(**old).to_dict() == old
     for f in dataclasses.fields(GPTConfig):  # each model setting is a Config setting of one type
         assert FIELDS[f.name].type == f.type
+
+
+# A digest that walks out of the download cache: "./" repeated, then "../victim.txt", 64 long.
+TRAVERSAL = "./" * 25 + "/../victim.txt"
+
+
+@pytest.mark.parametrize("sha", [TRAVERSAL, "g" * 64, "0" * 63 + " ", "0" * 65, "a" * 63])
+def test_corpus_sha256_is_exactly_64_hex_characters_from_every_source(tmp_path, sha):
+    assert len(TRAVERSAL) == 64
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    url = "http://127.0.0.1:9/book.en.txt"
+    toml = tmp_path / "mine.toml"
+    toml.write_text(f'corpus_url = "{url}"\ncorpus_sha256 = "{sha}"\nlanguages = ["en"]\n')
+    sources = {"config": lambda: Config(corpus_url=url, corpus_sha256=sha).validate(),
+               "preset TOML": lambda: load_preset(str(toml)),
+               "notebook config": lambda: load_preset("quick", corpus_url=url, corpus_sha256=sha)}
+    for source, make in sources.items():
+        with pytest.raises(ConfigError, match="corpus_sha256") as err:
+            make()
+        assert err.value.exit_code == 1 and "sha256sum" in err.value.remedy, source
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "quick", "--corpus-url", url, "--corpus-sha256", sha,
+                 "--languages", "en", "--output-dir", str(run), "--quiet"]) == 1
+    assert victim.read_text() == "keep me" and not run.exists()
+    Config(corpus_url=url, corpus_sha256="AB" * 32).validate()  # either case of hex digits
+
+
+@pytest.mark.parametrize("name", ["../../outside", "a/b", ".hidden", "", "x" * 65, "tab\tname"])
+def test_a_run_name_is_one_plain_folder_name(tmp_path, name):
+    with pytest.raises(ConfigError, match="name=") as err:
+        load_preset("quick", name=name)
+    assert err.value.exit_code == 1
+    toml = tmp_path / "mine.toml"
+    toml.write_text(f"name = {name!r}\n".replace("'", '"').replace("\t", "\\t"))
+    with pytest.raises(ConfigError, match="name="):
+        load_preset(str(toml))
+    for ok in ("quick", "my_run-2.0", "x" * 64):
+        assert load_preset("quick", name=ok).name == ok

@@ -298,3 +298,15 @@ def test_the_printers_capitals_at_chapter_openings_are_undone():
     assert texts["es"][(1, 1)].startswith("En el principio crió Dios")
     assert texts["es"][(1, 2)].startswith("Y fueron acabados")
     assert sum(chapter.count("the LORD") for chapter in texts["en"].values()) > 5000
+
+
+def test_a_digest_that_is_not_hex_never_becomes_a_path(tmp_path):
+    """A "digest" of "./" steps and "../victim.txt" once deleted the file it named."""
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"keep me")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for sha in ("./" * 25 + "/../victim.txt", "../" * 21 + "x", "z" * 64):
+        with pytest.raises(CorpusError, match="not a 64-character hex digest"):
+            fetch_url("http://127.0.0.1:9/book.en.txt", sha, cache)
+    assert victim.read_bytes() == b"keep me" and list(cache.iterdir()) == []
