@@ -19,12 +19,16 @@ import sys
 import time
 from pathlib import Path
 
+from tinylm.config import default
 from tinylm.errors import ValidationError
 
+#: Requests timed per measurement, after the warm-up.
+REQUESTS = 30
 
-def measure_inference(checkpoint: Path, prompt_tokens: int = 16, new_tokens: int = 64,
-                      requests: int = 30, warmup: int = 3, threads: int = 1,
-                      device: str = "cpu") -> dict:
+
+def measure_inference(checkpoint: Path, prompt_tokens: int = default("budget_prompt_tokens"),
+                      new_tokens: int = default("budget_new_tokens"), requests: int = REQUESTS,
+                      warmup: int = 3, threads: int = 1, device: str = "cpu") -> dict:
     """Run the measurement in a fresh process; return latency percentiles (ms), peak RSS (MB)
     and, on a GPU, peak GPU memory (``peak_gpu_mb``, MB; None on the CPU).
 

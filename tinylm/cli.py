@@ -23,19 +23,21 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from tinylm import __version__, distributed
-from tinylm.config import PRESETS, Config, describe, load_preset
+from tinylm.budget import REQUESTS
+from tinylm.config import PRESETS, SAMPLING, Config, describe, load_preset
 from tinylm.errors import ConfigError, Interrupted, PrerequisiteError, TinyLMError
 
-EXAMPLES = """examples:
-  tinylm train --preset quick                     # a small model in under a minute
-  tinylm train --preset default --epochs 10       # the default model, fewer epochs
-  tinylm train --output-dir runs/default --resume # continue an interrupted run
+EXAMPLES = """examples (every command works on runs/<preset>, runs/default without --preset,
+unless --output-dir names another folder):
+  tinylm train --preset quick                     # a small model in under a minute -> runs/quick
+  tinylm train --preset default --epochs 10       # the default model, more epochs
+  tinylm train --resume                           # continue an interrupted run of runs/default
   tinylm train --preset default --nproc 2         # in 2 processes (data parallel, torchrun)
-  tinylm generate --output-dir runs/default --lang es --prompt "En el principio"
-  tinylm evaluate --output-dir runs/default       # losses, samples, budgets; exit 5 on failure
-  tinylm evaluate --output-dir runs/default --json | jq .passed   # the same, for scripts
-  tinylm plot --output-dir runs/default           # loss curves -> runs/default/loss_curves.png
-  tinylm export --output-dir runs/default exports/default   # a Hugging Face transformers model
+  tinylm generate --preset quick --lang es --prompt "En el principio"
+  tinylm evaluate                                 # losses, samples, budgets; exit 5 on failure
+  tinylm evaluate --json | jq .passed             # the same, for scripts
+  tinylm plot                                     # loss curves -> runs/default/loss_curves.png
+  tinylm export exports/default                   # a Hugging Face transformers model
 """
 
 
@@ -73,18 +75,26 @@ def _closest(word: str, known: list[str]) -> list[str]:
                   reverse=True)[:3]
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per Config field; defaults are None so that only given flags override."""
-    g = p.add_argument_group("configuration (override the preset; see chapter 9 for effects)")
+def _add_config_flags(p: argparse.ArgumentParser, names: tuple[str, ...] | None = None,
+                      title: str = "configuration (override the preset; see chapter 9 for "
+                                   "effects)") -> None:
+    """One flag per Config field (or per field in ``names``), named and described by the
+    field; defaults are None so that only given flags override."""
+    g = p.add_argument_group(title)
     for f in dataclasses.fields(Config):
-        g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar="V",
-                       help=describe(f.name))
+        if names is None or f.name in names:
+            g.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+                           metavar="V", help=describe(f.name))
 
 
-def _run_options(p: argparse.ArgumentParser, preset: bool = True) -> None:
-    if preset:
-        p.add_argument("--preset", default="default",
-                       help=f"starting values: {', '.join(PRESETS)} (examples/*.toml) or a .toml path")
+def _run_options(p: argparse.ArgumentParser, reads: bool = False) -> None:
+    """--preset, --output-dir and --debug: every command finds its run folder by one rule
+    (``_run_dir``), so `tinylm train --preset quick` and `tinylm generate --preset quick`
+    meet in runs/quick."""
+    p.add_argument("--preset", default="default",
+                   help="the run of this preset, runs/<preset> (its settings are the run's own)"
+                   if reads else f"starting values: {', '.join(PRESETS)} (examples/*.toml) or a "
+                   ".toml path")
     p.add_argument("--output-dir", default=None, help="the run directory (default runs/<preset>)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -137,31 +147,27 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_flags(pl)
 
     g = sub.add_parser("generate", help="sample text from a trained run")
-    _run_options(g, preset=False)
+    _run_options(g, reads=True)
     g.add_argument("--lang", default="en", help="language tag of the sample (en, es, ...)")
     g.add_argument("--prompt", default="", help="text to continue")
     g.add_argument("--checkpoint", default="final", choices=("final", "best", "last"),
                    help="which checkpoint of the run (default final)")
-    g.add_argument("--max-new-tokens", type=int, default=None)
-    g.add_argument("--temperature", type=float, default=None)
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--top-p", type=float, default=None)
-    g.add_argument("--repetition-penalty", type=float, default=None)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("-n", "--num-samples", type=int, default=1)
+    g.add_argument("-n", "--num-samples", type=int, default=1,
+                   help="samples to draw, the i-th with seed + i")
     g.add_argument("--json", action="store_true",
                    help="JSON Lines: one object per sample (lang, prompt, text, seed, settings)")
+    _add_config_flags(g, SAMPLING, "sampling (the run's own settings unless given; the "
+                                   "defaults below are a new run's)")
 
     e = sub.add_parser("evaluate", help="validation losses, samples, budgets and checks of a run")
-    _run_options(e, preset=False)
-    e.add_argument("--requests", type=int, default=30, help="inference requests to time")
+    _run_options(e, reads=True)
+    e.add_argument("--requests", type=int, default=REQUESTS, help="inference requests to time")
     e.add_argument("--json", action="store_true", help="one JSON object on stdout; text on stderr")
 
-    c = sub.add_parser("check", help="check the prerequisites of this machine, and estimate a run's time")
-    c.add_argument("--output-dir", default="runs", help="directory that must be writable")
-    c.add_argument("--preset", default="default",
-                   help="the preset whose training time to estimate (a few seconds of measurement)")
-    c.add_argument("--debug", action="store_true")
+    c = sub.add_parser("check", help="check the prerequisites of this machine, and estimate a "
+                       "run's time (a few seconds of measurement)")
+    _run_options(c)
+    _add_config_flags(c)
 
     i = sub.add_parser("info", help="versions, and the summary of a run directory")
     i.add_argument("--output-dir", default=None)
@@ -172,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Write the run's model, tokenizer, sampling settings and a "
                                    "model card into DEST, loadable with transformers' "
                                    "AutoModelForCausalLM and AutoTokenizer.from_pretrained(DEST).")
-    _run_options(x, preset=False)
+    _run_options(x, reads=True)
     x.add_argument("dest", metavar="DEST", help="the folder to create")
     x.add_argument("--format", default="hf", choices=("hf",),
                    help="hf: Hugging Face transformers, as a GPT-2 (default)")
@@ -181,16 +187,28 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--force", action="store_true", help="replace DEST if it exists and is not empty")
 
     pl = sub.add_parser("plot", help="draw a run's loss curves into a PNG file")
-    _run_options(pl, preset=False)
+    _run_options(pl, reads=True)
     pl.add_argument("--out", default=None, help="the PNG file (default RUN/loss_curves.png)")
     p.commands = sub.choices  # name -> subparser, to report unknown flags where they belong
     return p
 
 
+def _given(args: argparse.Namespace) -> dict:
+    """The settings given as flags (those a command takes and the user passed)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+            if getattr(args, f.name, None) is not None}
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-                 if getattr(args, f.name, None) is not None}
-    return load_preset(args.preset, **overrides)
+    return load_preset(args.preset, **_given(args))
+
+
+def _run_dir(args: argparse.Namespace, cfg: Config | None = None) -> Path:
+    """The run folder of every command: --output-dir, else runs/<name>, the name of the
+    preset (``cfg``'s when the command has built one from its flags)."""
+    if args.output_dir:
+        return Path(args.output_dir)
+    return Path("runs") / (cfg or load_preset(args.preset)).name
 
 
 def _training_run(args: argparse.Namespace):
@@ -206,8 +224,7 @@ def _training_run(args: argparse.Namespace):
     for warning in cfg.warnings() if master else ():
         print(f"warning: {warning}", file=sys.stderr)
     resume = True if args.resume else (False if args.fresh else None)
-    run = Run(Path(args.output_dir or f"runs/{cfg.name}"), cfg, progress=not args.quiet and master,
-              resume=resume)
+    run = Run(_run_dir(args, cfg), cfg, progress=not args.quiet and master, resume=resume)
     if resume is None and not distributed.launched() and run.has_checkpoints() and not run.is_trained():
         run.resume = _ask_resume(run.checkpoints_dir)
     return run
@@ -233,11 +250,6 @@ def _ask_resume(checkpoints_dir: Path) -> bool | None:
     answer = input(f"{checkpoints_dir} holds checkpoints of an earlier run. "
                    "[r]esume, start [f]resh, or [q]uit? ").strip().lower()
     return True if answer.startswith("r") else (False if answer.startswith("f") else None)
-
-
-def _run_dir(args: argparse.Namespace) -> Path:
-    """The run a command reads (generate, evaluate, export, plot): --output-dir or runs/default."""
-    return Path(args.output_dir or "runs/default")
 
 
 def _load_run(args: argparse.Namespace):
@@ -370,10 +382,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from tinylm.tokenizer import load_tokenizer
 
     run = _load_run(args)
-    # the sampling options have the ranges of their configuration names
-    cfg = run.cfg.replace(sample_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                          top_k=args.top_k, top_p=args.top_p,
-                          repetition_penalty=args.repetition_penalty)
+    cfg = run.cfg.replace(**_given(args))  # checked against the settings' ranges
     if args.num_samples < 1:
         raise ConfigError(f"--num-samples {args.num_samples} is not a positive number",
                           "ask for one sample or more.")
@@ -391,19 +400,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
                           f"shorten the prompt to fewer than {block - 1} tokens (about "
                           f"{(block - 2) * len(args.prompt) // max(n_prompt - 1, 1)} characters), "
                           "or train a model with a larger --block-size.")
-    settings = {"checkpoint": args.checkpoint, "max_new_tokens": cfg.sample_new_tokens,
-                "temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p,
-                "repetition_penalty": cfg.repetition_penalty}
+    settings = {"checkpoint": args.checkpoint, **{k: getattr(cfg, k) for k in SAMPLING}}
     for i in range(args.num_samples):
         text = generate(model, tok, args.prompt, args.lang, cfg.sample_new_tokens,
                         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                        repetition_penalty=cfg.repetition_penalty, seed=args.seed + i)
+                        repetition_penalty=cfg.repetition_penalty, seed=cfg.seed + i)
         if args.json:
             print(json.dumps({"lang": args.lang, "prompt": args.prompt, "text": text,
-                              "seed": args.seed + i, **settings}, ensure_ascii=False), flush=True)
+                              **settings, "seed": cfg.seed + i}, ensure_ascii=False), flush=True)
             continue
         if args.num_samples > 1:  # one sample prints bare text, as it always has
-            print(f"--- sample {i + 1} (seed {args.seed + i}) ---")
+            print(f"--- sample {i + 1} (seed {cfg.seed + i}) ---")
         print(args.prompt + text, flush=True)
     return 0
 
@@ -452,7 +459,8 @@ def _print_estimate(run, args: argparse.Namespace, pipeline: bool = False) -> No
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    results = check_prerequisites(Path(args.output_dir))
+    cfg = config_from_args(args)  # a bad setting is refused before anything is measured
+    results = check_prerequisites(_run_dir(args, cfg))
     for what, ok, detail in results:
         print(f"  [{'ok' if ok else 'FAIL'}] {what}{': ' + detail if detail else ''}")
     failed = [w for w, ok, _ in results if not ok]
@@ -462,7 +470,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     from tinylm import estimate
     from tinylm.runtime import setup_process
 
-    cfg = load_preset(args.preset)
     setup_process(cfg.threads)  # measured as `tinylm train` would train
     est = estimate.estimate(cfg)
     for line in estimate.describe(cfg, est):

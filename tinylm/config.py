@@ -73,8 +73,8 @@ class Config:
     """The resolved configuration of one run; ``tinylm train --help`` lists every field."""
 
     name: str = setting("default", "the preset the run started from", stage=None)
-    seed: int = setting(1337, "seeds the corpus split, the initial weights and the batch order",
-                        0, 2**31 - 1, stage="corpus")
+    seed: int = setting(1337, "seeds the corpus split, the initial weights, the batch order and "
+                        "the samples", 0, 2**31 - 1, stage="corpus")
     # corpus
     languages: list[str] = setting(["en", "es"], "language codes of the corpus; each gets a tag "
                                    "token such as <|en|>", stage="corpus")
@@ -281,16 +281,28 @@ RESUMABLE_CHANGES = frozenset(f.name for f in _FIELDS if f.metadata["resumable"]
 CORPUS_KEYS = tuple(f.name for f in _FIELDS if f.metadata["stage"] == "corpus")
 #: Settings that do not change what training produces (sampling, budgets, speed knobs).
 NOT_TRAINING = tuple(f.name for f in _FIELDS if f.metadata["stage"] not in TRAINING_STAGES)
+#: The settings that decide a sample of a trained model (``tinylm generate``'s flags).
+SAMPLING = ("sample_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
+
+
+def default(name: str) -> Any:
+    """The default of a setting: what a function taking the setting as an argument defaults
+    to, so that each default is said once, on its field.
+
+    >>> default("temperature")
+    0.8
+    """
+    return getattr(Config(), name)
 
 
 def describe(name: str) -> str:
     """One line of help for a setting: its default, its valid values and what it does.
 
     >>> describe("n_layer")
-    'default 3; range 1..48: transformer blocks'
+    'default 2; range 1..48: transformer blocks'
     """
     facts = next(f.metadata for f in _FIELDS if f.name == name)
-    text = f"default {getattr(Config(), name)!r}"
+    text = f"default {default(name)!r}"
     if facts["range"]:
         text += "; range {}..{}".format(*facts["range"])
     if facts["choices"]:
@@ -306,7 +318,7 @@ def check_resume(old: Config, new: Config, remedy: str = "") -> dict[str, list]:
     every such setting.
 
     >>> check_resume(Config(), Config(epochs=30))
-    {'epochs': [20, 30]}
+    {'epochs': [3, 30]}
     """
     changed = {k: [v, getattr(new, k)] for k, v in old.to_dict().items() if v != getattr(new, k)}
     refused = sorted(k for k in changed if k not in RESUMABLE_CHANGES)
@@ -347,28 +359,28 @@ def command_flags(cfg: Config) -> list[str]:
 
 def _coerce(key: str, value: Any) -> Any:
     """Turn strings from the command line or TOML into the field's type."""
-    default = getattr(Config(), key)
+    like = default(key)
     try:
-        if isinstance(default, bool):
+        if isinstance(like, bool):
             if isinstance(value, str):
                 if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
                     raise ValueError(value)
                 return value.lower() in ("1", "true", "yes")
             return bool(value)
-        if isinstance(default, list):
+        if isinstance(like, list):
             items = value.split(",") if isinstance(value, str) else list(value)
             return [str(v).strip() for v in items if str(v).strip()]
-        if isinstance(default, int):
+        if isinstance(like, int):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return int(value)
-        if isinstance(default, float):
+        if isinstance(like, float):
             return float(value)
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(
-            f"{key}={value!r} is not a valid {type(default).__name__}",
-            f"give {key} as a {type(default).__name__}, like the default {default!r}.",
+            f"{key}={value!r} is not a valid {type(like).__name__}",
+            f"give {key} as a {type(like).__name__}, like the default {like!r}.",
         ) from None
 
 

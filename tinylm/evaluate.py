@@ -14,6 +14,7 @@ from collections import Counter
 import numpy as np
 import torch
 
+from tinylm.config import SAMPLING
 from tinylm.data import TokenDataset, language_of_positions
 from tinylm.distributed import all_reduce_sum
 from tinylm.runtime import autocast
@@ -139,7 +140,7 @@ PROMPTS = {"en": ["And the", "In the beginning", "The Lord"],
            "it": ["E il", "Nel principio", "Il Signore"]}
 
 
-def sample_report(model, tokenizer, cfg, per_language: int = 3) -> dict:
+def sample_report(model, tokenizer, cfg, per_language: int) -> dict:
     """Samples in every language of ``cfg`` with their quality figures and pass/fail.
 
     A sample passes when its share of repeated 4-grams is at most
@@ -166,8 +167,7 @@ def sample_report(model, tokenizer, cfg, per_language: int = 3) -> dict:
                             "language_check": "measured" if measured else "not measured",
                             "passed": quality["repeated_4grams"] <= cfg.max_repeated_4grams
                             and (detected == lang or not measured)})
-    return {"settings": {k: getattr(cfg, k) for k in ("sample_new_tokens", "temperature", "top_k",
-                                                       "top_p", "repetition_penalty", "seed")},
+    return {"settings": {k: getattr(cfg, k) for k in SAMPLING},
             "max_repeated_4grams": cfg.max_repeated_4grams,
             "language_not_measured": [lang for lang in cfg.languages if lang not in STOPWORDS],
             "samples": samples, "passed": all(s["passed"] for s in samples)}

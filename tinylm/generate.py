@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from tinylm.config import default
 from tinylm.model import GPT, KVCache
 
 
@@ -40,9 +41,12 @@ def _candidates(logits: torch.Tensor, generated: torch.Tensor, temperature: floa
 
 
 @torch.inference_mode()
-def generate_ids(model: GPT, prompt: list[int], max_new_tokens: int = 64, *,
-                 temperature: float = 0.8, top_k: int = 50, top_p: float = 0.95,
-                 repetition_penalty: float = 1.1, seed: int = 0, stop_id: int | None = None,
+def generate_ids(model: GPT, prompt: list[int],
+                 max_new_tokens: int = default("sample_new_tokens"), *,
+                 temperature: float = default("temperature"), top_k: int = default("top_k"),
+                 top_p: float = default("top_p"),
+                 repetition_penalty: float = default("repetition_penalty"),
+                 seed: int = default("seed"), stop_id: int | None = None,
                  use_cache: bool = True) -> list[int]:
     """Continue ``prompt`` (token ids) by up to ``max_new_tokens``; returns only the new ids.
 
@@ -89,10 +93,14 @@ def generate_ids(model: GPT, prompt: list[int], max_new_tokens: int = 64, *,
     return new
 
 
-def generate(model: GPT, tokenizer, prompt: str = "", lang: str = "en", max_new_tokens: int = 64,
-             *, temperature: float = 0.8, top_k: int = 50, top_p: float = 0.95,
-             repetition_penalty: float = 1.1, seed: int = 0, use_cache: bool = True) -> str:
-    """Text in language ``lang`` continuing ``prompt``; stops at ``<|endoftext|>``.
+def generate(model: GPT, tokenizer, prompt: str = "", lang: str = "en",
+             max_new_tokens: int = default("sample_new_tokens"), *,
+             temperature: float = default("temperature"), top_k: int = default("top_k"),
+             top_p: float = default("top_p"),
+             repetition_penalty: float = default("repetition_penalty"),
+             seed: int = default("seed"), use_cache: bool = True) -> str:
+    """Text in language ``lang`` continuing ``prompt``; stops at ``<|endoftext|>``. The
+    sampling settings default to those of ``Config``.
 
     >>> generate(model, tok, "In the beginning", lang="en")  # doctest: +SKIP
     ' God created the heaven and the earth...'

@@ -20,6 +20,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from tinylm.budget import REQUESTS
 from tinylm.config import (CORPUS_KEYS, NOT_TRAINING, RESUMABLE_CHANGES, Config, check_resume,
                            command_flags)
 from tinylm.errors import (CheckpointError, PrerequisiteError, TinyLMError, TokenizerError,
@@ -378,7 +379,7 @@ class Run:
             write_json(self.samples_path, report)
         return report
 
-    def budgets(self, requests: int = 30) -> dict:
+    def budgets(self, requests: int = REQUESTS) -> dict:
         """Measure inference in a fresh process and check the budgets; writes ``budgets.json``."""
         from tinylm.budget import check_budgets, measure_inference
 

@@ -210,13 +210,13 @@ def test_download_over_the_size_limit_caches_nothing(ws, server):
 
 # ---------------------------------------------------------------------- generate
 def generate(ws: Path, *args: str, **check) -> subprocess.CompletedProcess:
-    return tinylm(ws, "generate", "--output-dir", str(ws / "run"), "--max-new-tokens", "5", *args,
+    return tinylm(ws, "generate", "--output-dir", str(ws / "run"), "--sample-new-tokens", "5", *args,
                   **check)
 
 
 def test_generate_works_on_the_fixture(ws):
     out = subprocess.run([*CLI, "generate", "--output-dir", str(ws / "run"), "--prompt", "And the",
-                          "--max-new-tokens", "5"], capture_output=True, text=True, timeout=300)
+                          "--sample-new-tokens", "5"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.startswith("And the"), out.stderr[-2000:]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tinylm import __version__
-from tinylm.config import load_preset
+from tinylm.config import Config, load_preset
 from tinylm.stages import Run
 
 CLI = [sys.executable, "-m", "tinylm.cli"]
@@ -60,10 +60,12 @@ def test_generate_json_lines(run_dir):
                  "-n", "2", "--temperature", "0.5", "--json")
     assert out.returncode == 0, out.stderr
     samples = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [s["seed"] for s in samples] == [0, 1]
+    seed = Config.load(run_dir / "config.json").seed  # the run's, as in its samples.json
+    assert [s["seed"] for s in samples] == [seed, seed + 1]
     for s in samples:
         assert (s["lang"], s["prompt"], s["temperature"]) == ("es", "Y el", 0.5)
-        assert {"text", "top_k", "top_p", "repetition_penalty", "max_new_tokens"} <= set(s)
+        assert {"text", "top_k", "top_p", "repetition_penalty", "sample_new_tokens"} <= set(s)
+        assert s["sample_new_tokens"] == TINY["sample_new_tokens"]
         assert isinstance(s["text"], str)
     plain = tinylm("generate", "--output-dir", str(run_dir), "--lang", "es", "--prompt", "Y el",
                    "--temperature", "0.5")
