@@ -98,6 +98,9 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} cannot be read: {first}", _fallback(path)) from None
     if not isinstance(state, dict) or "format" not in state:
         raise CheckpointError(f"{path} is not a tinylm checkpoint", _fallback(path))
+    if not isinstance(state["format"], int) or isinstance(state["format"], bool):
+        raise CheckpointError(f"{path} is not a tinylm checkpoint (its format is "
+                              f"{state['format']!r:.40})", _fallback(path))
     if state["format"] > FORMAT:
         raise CheckpointError(
             f"checkpoint {path} was written by tinylm {state.get('tinylm_version')} "
@@ -112,12 +115,69 @@ def load_model(path: Path, device: Any = "cpu"):
     Lives here rather than beside the trainer so that a process that only serves the model
     (the budget measurement, ``tinylm generate``) never imports the training code.
     """
-    from tinylm.model import GPT, GPTConfig
+    from tinylm.model import GPT
 
-    state = load_checkpoint(Path(path), device)
-    model = GPT(GPTConfig(**state["model_config"]))
-    model.load_state_dict(state["model"])
+    path = Path(path)
+    state = load_checkpoint(path, device)
+    model = GPT(_model_config(state, path))
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, AttributeError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} does not hold the weights of the model it "
+                              f"describes: {first[:300]}", _fallback(path)) from None
     return model.to(device).eval(), state
+
+
+def _model_config(state: dict[str, Any], path: Path):
+    """The checkpoint's ``GPTConfig``, every value of the type and range its setting has
+    in ``Config``: a damaged or foreign one is refused before it can size a model."""
+    import dataclasses
+
+    from tinylm.config import RANGES
+    from tinylm.model import GPTConfig
+
+    saved = state.get("model_config")
+    fields = {f.name: f.type for f in dataclasses.fields(GPTConfig)}
+
+    def fits(name: str, value: Any) -> bool:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        whole = isinstance(value, int) or fields[name] in ("float", float)
+        lo, hi, _ = RANGES[name]
+        return number and whole and lo <= value <= hi
+
+    if not (isinstance(saved, dict) and saved.keys() == fields.keys()
+            and all(fits(k, v) for k, v in saved.items()) and saved["n_embd"] % saved["n_head"] == 0):
+        raise CheckpointError(f"checkpoint {path} has a malformed model_config "
+                              f"({str(saved)[:200]}); it was not used", _fallback(path))
+    return GPTConfig(**saved)
+
+
+#: What a training state holds besides the model (``Trainer.state_dict``), and its type.
+TRAINING_STATE = {"model": dict, "optimizer": dict, "model_config": dict, "config": str,
+                  "step": int, "sampler": dict, "epoch_loss_sum": float, "epoch_steps": int,
+                  "history": str, "best_val": float, "elapsed": float, "resumed": str}
+
+
+def _load_training_state(path: Path, map_location: Any) -> dict[str, Any]:
+    """A checkpoint that holds a whole training state, else ``CheckpointError`` naming what
+    is missing (so a damaged last.pt falls back to best.pt instead of failing later)."""
+    import json
+
+    state = load_checkpoint(path, map_location)
+    _model_config(state, path)
+    bad = [k for k, kind in TRAINING_STATE.items()
+           if not isinstance(state.get(k), (int, float) if kind is float else kind)]
+    try:
+        config = json.loads(state["config"]) if "config" not in bad else None
+    except ValueError:
+        config = None
+    if not isinstance(config, dict) and "config" not in bad:
+        bad.append("config")
+    if bad:
+        raise CheckpointError(f"checkpoint {path} is not a whole training state (missing or "
+                              f"malformed: {', '.join(bad)})", _fallback(path))
+    return state
 
 
 def load_resume_state(ckpt_dir: Path, map_location: Any = "cpu",
@@ -129,13 +189,13 @@ def load_resume_state(ckpt_dir: Path, map_location: Any = "cpu",
         raise CheckpointError(f"--resume given but {ckpt_dir} holds no checkpoint",
                               "run without --resume to start fresh.")
     try:
-        return load_checkpoint(last, map_location), last
+        return _load_training_state(last, map_location), last
     except CheckpointError as exc:
         if not best.exists():
             raise CheckpointError(f"{exc.message}, and there is no best.pt to fall back to",
                                   "start fresh with --fresh (or in a new --output-dir).") from None
         try:
-            state = load_checkpoint(best, map_location)
+            state = _load_training_state(best, map_location)
         except CheckpointError as exc2:
             raise CheckpointError(f"{exc.message}; the fallback failed too: {exc2.message}",
                                   "start fresh with --fresh (or in a new --output-dir).") from None

@@ -20,6 +20,8 @@ from tinylm.checkpoint import digest_path, load_checkpoint, load_resume_state, s
 from tinylm.files import RunLock, atomic_write_bytes, remove_temp_files
 from tinylm.errors import CheckpointError, PrerequisiteError
 
+from checkpoints import training_state
+
 
 def _temps(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob(".*.tmp"))
@@ -214,8 +216,8 @@ def test_a_torch_file_that_is_not_a_tinylm_checkpoint_is_refused(tmp_path):
 
 
 def test_resume_state_falls_back_to_best_with_a_warning(tmp_path, capsys):
-    save_checkpoint(tmp_path / "best.pt", {"step": 5})
-    save_checkpoint(tmp_path / "last.pt", {"step": 9})
+    save_checkpoint(tmp_path / "best.pt", training_state(5))
+    save_checkpoint(tmp_path / "last.pt", training_state(9))
     assert load_resume_state(tmp_path)[0]["step"] == 9
     (tmp_path / "last.pt").write_bytes((tmp_path / "last.pt").read_bytes()[:100])
     state, used = load_resume_state(tmp_path)
