@@ -12,7 +12,8 @@ before the comment, rounded as that number is written: "28,600" has no decimals,
 A figure with a unit of time, speed, size or ratio that has no such comment fails the test:
 a new measurement needs a committed source, or no number. Derived fields of the committed
 results (parameter counts, FLOPs per token, MFU) must also match the current model code
-(``benchmarks/refresh_reference.py --check``).
+(``benchmarks/tools/refresh_reference.py --check``). Every benchmark file a page names by its
+path exists, and each committed result sits beside the script that wrote it, named after it.
 """
 from __future__ import annotations
 
@@ -119,6 +120,38 @@ def test_the_checker_catches_a_stale_figure_and_an_unsourced_one():
 
 
 def test_derived_fields_of_the_committed_results_match_the_model_code():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "refresh_reference.py"), "--check"],
+    script = ROOT / "benchmarks" / "tools" / "refresh_reference.py"
+    out = subprocess.run([sys.executable, str(script), "--check"],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+#: The pages that name benchmark files by their path in the repository.
+NAMING_PAGES = ["README.md", "ARCHITECTURE.md", "benchmarks/README.md", "book/*.ipynb"]
+BENCHMARK_PATH = re.compile(r"benchmarks/[\w./-]+?\.(?:py|json|sh)\b")
+LINK = re.compile(r"\]\(([^)#\s]+)\)")
+
+
+def test_every_benchmark_file_a_page_names_exists():
+    missing = []
+    for pattern in NAMING_PAGES:
+        for page in sorted(ROOT.glob(pattern)):
+            text = page.read_text(encoding="utf-8")
+            named = {ROOT / p for p in BENCHMARK_PATH.findall(text)}
+            if page.parent.name == "benchmarks":  # its links are relative to the folder
+                named |= {page.parent / link for link in LINK.findall(text) if "://" not in link}
+            missing += [f"{page.relative_to(ROOT)}: {p.relative_to(ROOT)}" for p in sorted(named)
+                        if not p.exists()]
+    assert not missing, "named but not in the repository:\n" + "\n".join(missing)
+
+
+def test_every_committed_result_sits_beside_the_script_that_wrote_it():
+    """``<script>.json`` or ``<script>_<variant>.json`` in the script's own folder; nothing but
+    the README and the folders at the top of benchmarks/."""
+    bench, stray = ROOT / "benchmarks", []
+    stray += [p.name for p in bench.iterdir() if p.is_file() and p.name != "README.md"]
+    for result in sorted(bench.rglob("*.json")):
+        scripts = [s.stem for s in result.parent.iterdir() if s.suffix in (".py", ".sh")]
+        if not any(result.stem == s or result.stem.startswith(f"{s}_") for s in scripts):
+            stray.append(str(result.relative_to(bench)))
+    assert not stray, "benchmark files named after no script beside them:\n" + "\n".join(stray)

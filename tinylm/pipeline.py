@@ -269,7 +269,7 @@ def shared_sources_digest() -> str:
     """A digest of what every chapter's outputs depend on besides the chapter itself: the
     library, the chapters' helper modules, the presets and the committed results they show."""
     files = [*_HERE.rglob("*.py"), *BOOK_DIR.glob("*.py"), *(BOOK_DIR / "reference").glob("*.json"),
-             *EXAMPLES_DIR.glob("*.toml"), *(BOOK_DIR.parent / "benchmarks").glob("*.json")]
+             *EXAMPLES_DIR.glob("*.toml"), *(BOOK_DIR.parent / "benchmarks").rglob("*.json")]
     digest = hashlib.sha256()
     for path in sorted(set(files)):
         digest.update(f"{path.relative_to(path.parents[1])}\0".encode() + path.read_bytes())

@@ -65,8 +65,9 @@ def load_reference(name: str) -> dict | None:
 
 
 def load_benchmark(name: str) -> dict | None:
-    """``benchmarks/<name>.json``, the committed output of a benchmark script (``results``:
-    ``train_throughput.py --json``), or None when this checkout or installation lacks it.
+    """``benchmarks/<name>.json``, the committed output of a benchmark script, named by its
+    folder and script (``throughput/train_throughput``: ``train_throughput.py --json``), or
+    None when this checkout or installation lacks it.
 
     Found from the package like ``load_reference``, so a chapter opened from any working
     directory shows the same figures.

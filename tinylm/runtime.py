@@ -107,7 +107,7 @@ def use_passive_openmp_wait() -> bool:
     A spinning thread steals the core its partner needs when anything else runs on the
     machine: two trainings at once ran at 12.9k tokens/s each with passive waiting and 3.2k
     with libgomp's default spinning; alone, passive waiting cost about a tenth
-    (benchmarks/openmp_wait.py). Set ``OMP_WAIT_POLICY=ACTIVE`` yourself to take that back.
+    (benchmarks/throughput/openmp_wait.py). Set ``OMP_WAIT_POLICY=ACTIVE`` yourself to take that back.
     OpenMP reads the variable when torch loads it, so this works only before the first
     ``import torch`` of the process, or for the processes it starts (the pipeline's Jupyter
     kernels, the budget measurement).

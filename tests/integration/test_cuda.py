@@ -1,7 +1,7 @@
 """The CUDA path on a real GPU: training in bf16, the fused attention kernel against the
 CPU's, the cache, a GPU checkpoint served on a CPU, and data-parallel training with nccl.
 Skipped where torch sees no GPU (the CPU-side dispatch is in tests/unit/test_cuda_dispatch.py);
-benchmarks/gpu.sh runs this file on the GPU machine before its timings."""
+benchmarks/gpu/gpu.sh runs this file on the GPU machine before its timings."""
 from __future__ import annotations
 
 import json

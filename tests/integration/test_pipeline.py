@@ -127,12 +127,12 @@ def test_failed_budget_stops_the_pipeline_with_exit_5(quick_run, tmp_path):
 
 
 def test_samples_stay_in_their_language_and_in_words(quick_run):
-    """benchmarks/sample_language.py on the quick run: an outside detector (langid) finds
+    """benchmarks/quality/sample_language.py on the quick run: an outside detector (langid) finds
     the requested language, and most generated words occur in the training text. The quick
     model is small, so the thresholds here are lower than the default model's targets."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "sample_language.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "quality" / "sample_language.py"
     spec = importlib.util.spec_from_file_location("sample_language", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -1,5 +1,5 @@
 """The CUDA path, checked on a CPU: which attention runs where, bf16 and device choice,
-pinned batches, and the budget clock. The GPU itself is exercised by benchmarks/gpu.sh."""
+pinned batches, and the budget clock. The GPU itself is exercised by benchmarks/gpu/gpu.sh."""
 import pytest
 import torch
 import torch.nn.functional as F

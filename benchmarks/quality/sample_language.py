@@ -5,9 +5,9 @@ the library's short prompts, each with its own seed), classified by langid (an o
 detector, restricted to the run's languages), and every generated word looked up in the
 run's training text.
 
-    python benchmarks/sample_language.py runs/default
-    python benchmarks/sample_language.py runs/default --per-language 20 --json benchmarks/sample_language.json
-    python benchmarks/sample_language.py runs/seeds/1337 runs/seeds/1 runs/seeds/2 --json out.json
+    python benchmarks/quality/sample_language.py runs/default
+    python benchmarks/quality/sample_language.py runs/default --per-language 20 --json benchmarks/quality/sample_language.json
+    python benchmarks/quality/sample_language.py runs/seeds/1337 runs/seeds/1 runs/seeds/2 --json out.json
 
 With several runs, the JSON holds each run's figures under ``runs``: how much the shares
 move between models trained with other seeds.

@@ -3,8 +3,8 @@
 A request is a 16-token prompt and 64 new tokens at batch 1 (KV cache, fp32, sampling).
 Prints p50/p95/p99 latency, ms per token and the peak resident memory of the process.
 
-    python benchmarks/inference.py runs/default/checkpoints/final.pt
-    python benchmarks/inference.py runs/default/checkpoints/final.pt --threads 2 --requests 100
+    python benchmarks/serving/inference.py runs/default/checkpoints/final.pt
+    python benchmarks/serving/inference.py runs/default/checkpoints/final.pt --threads 2 --requests 100
 """
 from __future__ import annotations
 

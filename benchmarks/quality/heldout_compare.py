@@ -11,8 +11,8 @@ order, holding out the first tenth of what it took: a run with less text holds o
 of what a run with more text (and the same seed) holds out, so the smaller run's validation
 chapters are held out by both.
 
-    python benchmarks/heldout_compare.py runs/default runs/default-small --on runs/default-small \\
-        --json benchmarks/heldout_compare.json
+    python benchmarks/quality/heldout_compare.py runs/default runs/default-small --on runs/default-small \\
+        --json benchmarks/quality/heldout_compare.json
 """
 from __future__ import annotations
 

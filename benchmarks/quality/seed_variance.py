@@ -1,8 +1,8 @@
 """How much does the seed move the result? Final validation loss of a preset over seeds.
 
-    .venv/bin/python benchmarks/seed_variance.py --preset quick --seeds 1337 1 2
-    .venv/bin/python benchmarks/seed_variance.py --preset default --out runs/seeds --no-repeat \
-        --json benchmarks/seed_variance.json
+    .venv/bin/python benchmarks/quality/seed_variance.py --preset quick --seeds 1337 1 2
+    .venv/bin/python benchmarks/quality/seed_variance.py --preset default --out runs/seeds --no-repeat \
+        --json benchmarks/quality/seed_variance.json
 
 Each seed changes the corpus split, the tokenizer's training text and the weight init, so
 this is the spread a reader sees between honest re-runs. The first seed is trained twice to

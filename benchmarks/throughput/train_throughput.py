@@ -7,10 +7,10 @@ bf16 matmul rates, with the MFU a step made of nothing but its matrix products w
 (its ceiling at this shape: the products of a small model are small and run below the rate
 of a large square one).
 
-    python benchmarks/train_throughput.py                 # default shape, 5 rounds
-    python benchmarks/train_throughput.py --rounds 3 --vocab-size 2048 --json out.json
-    python benchmarks/train_throughput.py --without keep_freed_memory   # what one setting buys
-    python benchmarks/train_throughput.py --without chunked_loss --without fused_attention
+    python benchmarks/throughput/train_throughput.py                 # default shape, 5 rounds
+    python benchmarks/throughput/train_throughput.py --rounds 3 --vocab-size 2048 --json out.json
+    python benchmarks/throughput/train_throughput.py --without keep_freed_memory   # what one setting buys
+    python benchmarks/throughput/train_throughput.py --without chunked_loss --without fused_attention
 
 The reference is what a tutorial would write: fp32, eager, ``torch.optim.AdamW`` with its
 defaults, no allocator tuning. Both see the same random token batches.

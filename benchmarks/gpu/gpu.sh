@@ -2,12 +2,12 @@
 # Training on one CUDA GPU: the CUDA tests first (tests/integration/test_cuda.py), then the
 # default preset, the large preset for 2 epochs eager and with torch.compile, and serving the
 # large model from the GPU. For each run it prints tokens/s, MFU against the GPU's dense bf16
-# peak, wall time and validation bits per byte, and writes them all to benchmarks/gpu.json.
+# peak, wall time and validation bits per byte, and writes them all to benchmarks/gpu/gpu.json.
 # Sized for one H100 or H200 (minutes there). Run from anywhere:
 #
-#     bash benchmarks/gpu.sh                    # PEAK_TFLOPS=989: H100 SXM / H200 SXM, dense bf16
-#     PEAK_TFLOPS=... bash benchmarks/gpu.sh    # another GPU: its dense bf16 peak, TFLOP/s
-#     PY=python3 bash benchmarks/gpu.sh         # an interpreter that has torch and tinylm's needs
+#     bash benchmarks/gpu/gpu.sh                    # PEAK_TFLOPS=989: H100 SXM / H200 SXM, dense bf16
+#     PEAK_TFLOPS=... bash benchmarks/gpu/gpu.sh    # another GPU: its dense bf16 peak, TFLOP/s
+#     PY=python3 bash benchmarks/gpu/gpu.sh         # an interpreter that has torch and tinylm's needs
 #
 # Without PY it installs into .venv-gpu: torch 2.13.0 from PyPI, whose Linux x86-64 wheel is a
 # CUDA build (the CUDA libraries come as nvidia-* wheels), then tinylm itself. Runs go to
@@ -15,10 +15,10 @@
 # already there (made by the same tinylm) skips those stages, so the GPU machine needs no
 # corpus of its own. A run that fails is reported and the others go on.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PEAK_TFLOPS=${PEAK_TFLOPS:-989}
 RUNS=${RUNS:-runs/gpu}
-RESULTS=${RESULTS:-benchmarks/gpu.json}
+RESULTS=${RESULTS:-benchmarks/gpu/gpu.json}
 PY=${PY:-.venv-gpu/bin/python}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} PYTHONUNBUFFERED=1
 

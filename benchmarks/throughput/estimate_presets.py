@@ -1,8 +1,8 @@
 """The expected training time of each preset on this machine: what `tinylm check --preset P`
 prints, for all presets at once, as committed figures.
 
-    python benchmarks/estimate_presets.py --json benchmarks/estimates.json
-    python benchmarks/estimate_presets.py --fp32 default --json benchmarks/estimates.json
+    python benchmarks/throughput/estimate_presets.py --json benchmarks/throughput/estimate_presets.json
+    python benchmarks/throughput/estimate_presets.py --fp32 default --json benchmarks/throughput/estimate_presets.json
 
 ``--fp32 P ...`` also estimates those presets with ``--dtype fp32``, what a CPU without bf16
 units trains with (entries named ``P-fp32``).

@@ -5,8 +5,8 @@ prints the operators that take the most time and groups them into what a reader 
 (matrix products, the cross-entropy over the logits, autocast's dtype copies, dropout's
 random masks, the optimizer, the rest).
 
-    python benchmarks/step_profile.py
-    python benchmarks/step_profile.py --steps 10 --json benchmarks/step_profile.json
+    python benchmarks/throughput/step_profile.py
+    python benchmarks/throughput/step_profile.py --steps 10 --json benchmarks/throughput/step_profile.json
 """
 from __future__ import annotations
 

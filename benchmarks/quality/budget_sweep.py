@@ -14,10 +14,10 @@ are those the CPU would reach (up to the two machines' rounding). Candidates dif
 the default preset by a few settings; vocabularies other than the default's get their own
 run directory (corpus, tokenizer, token files) under ``--runs``, built by ``prepare``.
 
-    python benchmarks/budget_sweep.py prepare
-    python benchmarks/budget_sweep.py rates --json benchmarks/budget_sweep_rates.json
-    python benchmarks/budget_sweep.py train --rates benchmarks/budget_sweep_rates.json \\
-        --budgets 260 330 --device cuda --workers 8 --json benchmarks/budget_sweep.json
+    python benchmarks/quality/budget_sweep.py prepare
+    python benchmarks/quality/budget_sweep.py rates --json benchmarks/quality/budget_sweep_rates.json
+    python benchmarks/quality/budget_sweep.py train --rates benchmarks/quality/budget_sweep_rates.json \\
+        --budgets 260 330 --device cuda --workers 8 --json benchmarks/quality/budget_sweep.json
 """
 from __future__ import annotations
 

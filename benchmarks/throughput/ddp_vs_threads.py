@@ -1,8 +1,8 @@
 """Two training processes of one thread each against one process of two threads, on one machine.
 
-    python benchmarks/ddp_vs_threads.py                     # default preset, 2 epochs, 2 rounds
-    python benchmarks/ddp_vs_threads.py --preset quick --epochs 1 --rounds 1
-    python benchmarks/ddp_vs_threads.py --json benchmarks/ddp_vs_threads.json   # to cite
+    python benchmarks/throughput/ddp_vs_threads.py                     # default preset, 2 epochs, 2 rounds
+    python benchmarks/throughput/ddp_vs_threads.py --preset quick --epochs 1 --rounds 1
+    python benchmarks/throughput/ddp_vs_threads.py --json benchmarks/throughput/ddp_vs_threads.json   # to cite
 
 Builds the corpus, tokenizer and token files once, then alternates ``tinylm train --threads
 2`` and ``tinylm train --nproc 2 --threads 1``, each from scratch in its own copy (samples and

@@ -5,7 +5,7 @@ fit in the budget at this machine's measured speed, with the whole schedule (war
 decay) squeezed into those steps, then is evaluated on the validation split. This answers
 "what is the best model I can get in N seconds here?", which a fixed number of epochs does not.
 
-    python benchmarks/time_to_quality.py --budgets 60 120 300 --json benchmarks/time_to_quality.json
+    python benchmarks/quality/time_to_quality.py --budgets 60 120 300 --json benchmarks/quality/time_to_quality.json
 """
 from __future__ import annotations
 

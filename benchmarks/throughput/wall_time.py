@@ -1,8 +1,8 @@
 """Wall time and quality of finished runs, from their training_metrics.json.
 
-    python benchmarks/wall_time.py runs/default
-    python benchmarks/wall_time.py runs/default runs/default-fp32   # compare with the first
-    python benchmarks/wall_time.py runs/default runs/default-fp32 --json benchmarks/fp32_vs_bf16.json
+    python benchmarks/throughput/wall_time.py runs/default
+    python benchmarks/throughput/wall_time.py runs/default runs/default-fp32   # compare with the first
+    python benchmarks/throughput/wall_time.py runs/default runs/default-fp32 --json benchmarks/throughput/wall_time_fp32_vs_bf16.json
 
 A run made by ``tinylm pipeline`` also reports the whole command's seconds (its pipeline.json).
 """

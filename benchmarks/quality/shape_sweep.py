@@ -4,7 +4,7 @@ Trains each candidate on the default corpus with the default schedule for ``--ep
 epochs (each in its own run directory, reusing the corpus) and prints wall time, tokens/s
 and final validation loss and bits per byte (bpb is comparable across vocabularies).
 
-    python benchmarks/shape_sweep.py --epochs 5 --json benchmarks/results/shape_sweep.json
+    python benchmarks/quality/shape_sweep.py --epochs 5 --json benchmarks/quality/shape_sweep.json
 """
 from __future__ import annotations
 

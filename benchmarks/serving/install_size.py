@@ -2,7 +2,7 @@
 
 Run it with the environment's own interpreter (for `make`'s: ``.venv/bin/python``):
 
-    .venv/bin/python benchmarks/install_size.py --json benchmarks/install_size.json
+    .venv/bin/python benchmarks/serving/install_size.py --json benchmarks/serving/install_size.json
 """
 from __future__ import annotations
 

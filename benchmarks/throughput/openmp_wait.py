@@ -11,8 +11,8 @@ policies, each in a fresh process (OpenMP reads them when torch loads), alternat
 - busy: two trainings at once (two runs, or a run and anything else), each figure the mean
   of the two.
 
-    python benchmarks/openmp_wait.py                          # 3 rounds
-    python benchmarks/openmp_wait.py --rounds 2 --json benchmarks/openmp_wait.json
+    python benchmarks/throughput/openmp_wait.py                          # 3 rounds
+    python benchmarks/throughput/openmp_wait.py --rounds 2 --json benchmarks/throughput/openmp_wait.json
 """
 from __future__ import annotations
 

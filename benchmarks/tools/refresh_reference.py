@@ -3,12 +3,13 @@
 The committed JSON files record measurements (losses, times, tokens/s) that only a new run
 can change, and a few figures derived from the model's shape by tinylm's code: the
 parameter counts and FLOPs per token of ``book/reference/training_metrics.json``, and the
-MFU of ``benchmarks/results.json`` (measured tokens/s x FLOPs per token / measured matmul
-rate). When that code changes (a corrected FLOP formula), this script brings the derived
-fields up to date without retraining; measurements stay exactly as they were.
+MFU of ``benchmarks/throughput/train_throughput.json`` (measured tokens/s x FLOPs per token
+/ measured matmul rate). When that code changes (a corrected FLOP formula), this script
+brings the derived fields up to date without retraining; measurements stay exactly as they
+were.
 
-    python benchmarks/refresh_reference.py           # rewrite what changed, print each change
-    python benchmarks/refresh_reference.py --check   # exit 1 if anything is out of date
+    python benchmarks/tools/refresh_reference.py           # rewrite what changed, print each change
+    python benchmarks/tools/refresh_reference.py --check   # exit 1 if anything is out of date
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def training_metrics(m: dict) -> dict:
 
 
 def throughput(r: dict) -> dict:
-    """``results.json`` (``train_throughput.py --json``) with its MFU recomputed."""
+    """``train_throughput.json`` (``train_throughput.py --json``) with its MFU recomputed."""
     flops = _model(r["shape"]).flops_per_token()
     tps, rate = r["median_tokens_per_s"], {k: v * 1e12 for k, v in r["matmul_tflops"].items()}
     out = {**r, "mfu": {**r["mfu"], "reference_vs_fp32": tps["reference"] * flops / rate["fp32"],
@@ -50,7 +51,7 @@ def throughput(r: dict) -> dict:
 #: Each committed file, how it is rewritten, and how its producer formats it.
 FILES = [(REFERENCE_DIR / "training_metrics.json", training_metrics,
           dict(indent=2, ensure_ascii=False), "\n"),
-         (BENCHMARKS_DIR / "results.json", throughput, dict(indent=2), "")]
+         (BENCHMARKS_DIR / "throughput" / "train_throughput.json", throughput, dict(indent=2), "")]
 
 
 def _changes(old, new, path: str = "") -> list[str]:
@@ -73,7 +74,7 @@ def main() -> int:
         if not a.check and new != old:
             path.write_text(json.dumps(new, **style) + end, encoding="utf-8")
     if a.check and stale:
-        print("out of date: run python benchmarks/refresh_reference.py", file=sys.stderr)
+        print("out of date: run python benchmarks/tools/refresh_reference.py", file=sys.stderr)
     return 1 if a.check and stale else 0
 
 
