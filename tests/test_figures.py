@@ -14,15 +14,18 @@ a new measurement needs a committed source, or no number. Derived fields of the 
 results (parameter counts, FLOPs per token, MFU) must also match the current model code
 (``benchmarks/tools/refresh_reference.py --check``). Every benchmark file a page names by its
 path exists, and each committed result sits beside the script that wrote it, named after it.
+The library's comments and docstrings say why and cite no measured figure: figures live here.
 """
 from __future__ import annotations
 
 import ast
+import io
 import json
 import operator
 import re
 import subprocess
 import sys
+import tokenize
 import tomllib
 
 import pytest
@@ -155,3 +158,27 @@ def test_every_committed_result_sits_beside_the_script_that_wrote_it():
         if not any(result.stem == s or result.stem.startswith(f"{s}_") for s in scripts):
             stray.append(str(result.relative_to(bench)))
     assert not stray, "benchmark files named after no script beside them:\n" + "\n".join(stray)
+
+
+def _library_prose() -> list[tuple[str, int, str]]:
+    """(file, line, text) of every comment and docstring of the library."""
+    out = []
+    for path in sorted((ROOT / "tinylm").glob("*.py")):
+        name, source = f"tinylm/{path.name}", path.read_text(encoding="utf-8")
+        out += [(name, tok.start[0], tok.string) for tok in
+                tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT]
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) \
+                    and (doc := ast.get_docstring(node, clean=False)) is not None:
+                out.append((name, node.body[0].lineno, doc))
+    return out
+
+
+def test_the_library_says_why_and_cites_no_measured_figure():
+    """A measured figure in a comment or docstring outlives its measurement unchecked; it
+    belongs in benchmarks/README.md, beside the script that measured it."""
+    cited = [f"{name}:{line + prose.count(chr(10), 0, m.start())}: {' '.join(m.group(0).split())!r}"
+             for name, line, text in _library_prose() for prose in [_prose(text)]
+             for m in FIGURE.finditer(prose)]
+    assert not cited, ("measured figures in the library's comments and docstrings (move them to "
+                       "benchmarks/README.md, cited):\n" + "\n".join(cited))

@@ -33,8 +33,8 @@ def measure_inference(checkpoint: Path, prompt_tokens: int = default("budget_pro
     and, on a GPU, peak GPU memory (``peak_gpu_mb``, MB; None on the CPU).
 
     One thread by default: decoding one token at batch 1 is many tiny operations, and
-    handing each to a second thread cost more than it saved (p95 49 ms with 2 threads
-    against 30 ms with 1 for the default model; benchmarks/README.md). 0 = one per core.
+    handing each to a second thread costs more in synchronisation than it saves
+    (``benchmarks/serving/inference.py --threads 2`` measures it). 0 = one per core.
     ``device`` is "cpu", "cuda" or "auto"; a missing GPU is refused here, before the child.
     """
     from tinylm.runtime import resolve_device

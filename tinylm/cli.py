@@ -300,7 +300,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from tinylm.runtime import setup_process
 
     # measured as chapter 5's kernel will train: its threads, subnormals flushed, freed memory
-    # kept (without those it measured about 30% below the speed the training then had)
+    # kept (without those the estimate would measure a slower step than the training takes)
     setup_process(run.cfg.threads)
     _print_estimate(run, args, pipeline=True)
     skip = tuple(s for s in ("corpus", "tokenizer") if getattr(args, f"skip_{s}"))

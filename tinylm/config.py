@@ -95,9 +95,9 @@ class Config:
     vocab_size: int = setting(4096, "BPE vocabulary; token ids are stored as uint16",
                               260, MAX_VOCAB, stage="tokenizer")
     # corpus size, shape, dropout and epochs: the best validation bits per byte in a few
-    # minutes of this machine's training, measured (benchmarks/quality/budget_sweep.py, README there):
+    # minutes of this machine's training (benchmarks/quality/budget_sweep.py, README there):
     # with all of the text a small model does not memorise it in a few epochs, so it needs no
-    # dropout, which also makes each step a sixth cheaper; 2 layers beat 3 and 4 at equal time.
+    # dropout, which also makes each step cheaper; 2 layers beat 3 and 4 at equal time.
     block_size: int = setting(128, "context length in tokens: the training window and the "
                               "model's context", 8, 2048, stage="train")
     n_layer: int = setting(2, "transformer blocks", 1, 48, stage="train")

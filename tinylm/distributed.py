@@ -285,8 +285,8 @@ def launch(args: list[str], nproc: int, env: dict[str, str] | None = None,
     SIGINT or SIGTERM here is passed on as SIGINT to the ranks (not to torchrun's agent,
     which would report a clean stop as a failure), they stop after the same step, and rank 0
     saves. The ranks ignore SIGTERM, which torchrun's agent sends to the survivors of a
-    failure and which would otherwise cut rank 0's report short (the agent kills them 30 s
-    later if they hang). torchrun turns any failure into exit code 1, so rank 0 reports how
+    failure and which would otherwise cut rank 0's report short (the agent kills them later
+    if they hang). torchrun turns any failure into exit code 1, so rank 0 reports how
     it ended in a file instead, and its error is raised here as the class it was: the caller
     sees what one process would have raised. If rank 0 could not report (killed), a
     ``TrainingError`` says so.

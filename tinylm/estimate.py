@@ -23,12 +23,12 @@ from tinylm.config import Config
 TARGET_SECONDS = 600.0
 #: Seconds around training, allowances rather than measurements of this machine: building
 #: the corpus, tokenizer and token files, then samples and budgets; the pipeline's chapters
-#: add their own cells (plots, demonstrations, sweeps, kernel starts) on top, about 105 s in
-#: the default pipeline on the 2-core project machine (its pipeline.json, less training,
-#: evaluation and these stages). Training dominates any run worth estimating, and it is measured.
+#: add their own cells (plots, demonstrations, sweeps, kernel starts) on top, set from the
+#: reference run's pipeline.json less training, evaluation and these stages. Training
+#: dominates any run worth estimating, and it is measured.
 STAGES_SECONDS = 15.0
 CHAPTERS_SECONDS = 105.0
-#: An evaluation step (forward only) costs about a third of a training step per token.
+#: An evaluation step per token: the forward pass, one of the three matmul passes of training.
 EVAL_COST = 1 / 3
 #: Training expected to be shorter than this is not worth a longer measurement.
 SHORT_SECONDS = 60.0
@@ -48,9 +48,9 @@ class Estimate:
 
 def tokens_per_byte(vocab_size: int) -> float:
     """A rough tokens-per-byte of the embedded corpus for a vocabulary size, before any
-    tokenizer is trained: 0.38 at 1,024 tokens and 0.27 at 4,096 were measured, and each
-    doubling of the vocabulary saves about 0.054 tokens per byte. Never above one token per
-    byte (the 256 byte tokens) nor below 0.2.
+    tokenizer is trained: a straight line in log2 of the vocabulary size, fitted to what
+    tokenizers of two sizes produced on it, since each doubling of the vocabulary saves about
+    the same. Never above one token per byte (the 256 byte tokens), nor below a floor.
 
     >>> round(tokens_per_byte(1024), 3), round(tokens_per_byte(4096), 3)
     (0.378, 0.27)

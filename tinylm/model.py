@@ -5,12 +5,12 @@ residual), learned absolute positions, input and output embeddings tied, GPT-2 s
 with the residual projections scaled by 1/sqrt(2 * n_layer) so that the residual stream's
 variance does not grow with depth. How attention is computed depends on the device
 (``attention_kernel``): on a CPU PyTorch's fused kernel runs in fp32, under bf16 autocast
-too, because there its bf16 backward is several times slower than fp32, and fp32 beat bf16
-matmuls around an fp32 softmax written out by hand (benchmarks/README.md); on a GPU the
+too, because there its bf16 backward is slower than fp32, and fp32 beat bf16 matmuls around
+an fp32 softmax written out by hand (benchmarks/README.md measures both); on a GPU the
 fused kernel runs in the autocast precision (flash attention), which never materialises the
 T x T matrix. Dropout, when enabled, acts on the embeddings and on each residual branch, not
-on the attention probabilities: on a CPU drawing those T x T random masks cost a quarter of
-every training step. A training step on a CPU that does not need the logits
+on the attention probabilities: a T x T random mask per head and layer is costly to draw on
+a CPU at every step. A training step on a CPU that does not need the logits
 (``return_logits=False``) computes the loss a chunk of rows at a time
 (``ChunkedLinearCrossEntropy``), never holding the whole batch's logits.
 
@@ -99,8 +99,8 @@ def attention_kernel(device_type: str, dtype: torch.dtype, *, cached: bool = Fal
     return "fused_fp32" if device_type == "cpu" else "fused"
 
 
-#: Logits the chunked loss computes at once: 2**21 fp32 values (8 MB), 512 rows of a
-#: 4,096-token vocabulary, the fastest of 128-4,096 rows measured on this project's CPU.
+#: Logits the chunked loss computes at once: 2**21 fp32 values, few enough that a chunk's
+#: log-softmax and gradient run while its logits are still in cache.
 LOSS_CHUNK_ELEMENTS = 2**21
 
 
@@ -108,7 +108,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of the logits ``x @ weight.T`` against ``targets``, and its
     gradients, without the whole batch's logits.
 
-    The plain loss keeps B*T x V logits (64 MB in fp32 at the default shape), casts them,
+    The plain loss keeps all B*T x V logits of the batch in memory, casts them,
     reads them in the log-softmax and again in its backward: on a CPU those passes over
     memory took longer than the output layer's matmuls. Here each chunk of rows gets its
     logits, their log-softmax and, at once, the gradient (softmax minus one-hot) while they
@@ -343,7 +343,7 @@ class GPT(nn.Module):
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
-        try:  # the fused kernel is several times faster than the per-tensor loop on CPU too
+        try:  # one kernel for the whole step instead of several per tensor, on a CPU too
             return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=True)
         except (RuntimeError, TypeError):  # older torch: no fused AdamW for this device
             return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, foreach=True)

@@ -105,9 +105,9 @@ def use_passive_openmp_wait() -> bool:
     """Let OpenMP threads that finish early sleep instead of spinning (unless you chose).
 
     A spinning thread steals the core its partner needs when anything else runs on the
-    machine: two trainings at once ran at 12.9k tokens/s each with passive waiting and 3.2k
-    with libgomp's default spinning; alone, passive waiting cost about a tenth
-    (benchmarks/throughput/openmp_wait.py). Set ``OMP_WAIT_POLICY=ACTIVE`` yourself to take that back.
+    machine, and a training beside another then collapses; alone, sleeping costs some
+    speed (benchmarks/throughput/openmp_wait.py measures both). Set
+    ``OMP_WAIT_POLICY=ACTIVE`` yourself to take that back.
     OpenMP reads the variable when torch loads it, so this works only before the first
     ``import torch`` of the process, or for the processes it starts (the pipeline's Jupyter
     kernels, the budget measurement).
@@ -142,8 +142,8 @@ def setup_process(threads: int = 0, *, training: bool = True) -> dict[str, Any]:
     - threads: ``set_threads(threads)``;
     - OpenMP: ``use_passive_openmp_wait`` (effective for child processes, or before torch loads);
     - ``training=True`` also flushes subnormal floats to zero (Adam's second moments drift
-      into subnormals, which x86 computes many times slower: a fused AdamW step went from
-      0.75 to 0.57 ms) and keeps freed memory in the allocator (``keep_freed_memory``).
+      into subnormals, which x86 computes slowly) and keeps freed memory in the allocator
+      (``keep_freed_memory``).
 
     None of these can be undone cleanly, which is why no library constructor makes them.
     Returns what was set, for the record.

@@ -143,7 +143,7 @@ class Trainer:
             self.resume()
         self.eager = distributed.wrap(self.model)  # DistributedDataParallel in a process group
         # torch.compile fuses the many small ops of a tiny model; it needs a C++ compiler
-        # and 20-60 s of compiling, so it is optional and falls back to eager if it fails.
+        # and compiling before the first step, so it is optional and falls back to eager.
         self.forward = torch.compile(self.eager, dynamic=False) if cfg.compile else self.eager
 
     @property
