@@ -133,6 +133,7 @@ def test_derived_fields_of_the_committed_results_match_the_model_code():
 NAMING_PAGES = ["README.md", "ARCHITECTURE.md", "benchmarks/README.md", "book/*.ipynb"]
 BENCHMARK_PATH = re.compile(r"benchmarks/[\w./-]+?\.(?:py|json|sh)\b")
 LINK = re.compile(r"\]\(([^)#\s]+)\)")
+ANCHOR = re.compile(r"\]\(#([^)\s]+)\)")
 
 
 def test_every_benchmark_file_a_page_names_exists():
@@ -143,6 +144,10 @@ def test_every_benchmark_file_a_page_names_exists():
             named = {ROOT / p for p in BENCHMARK_PATH.findall(text)}
             if page.parent.name == "benchmarks":  # its links are relative to the folder
                 named |= {page.parent / link for link in LINK.findall(text) if "://" not in link}
+                headings = {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-")
+                            for h in re.findall(r"^#+ (.+)$", text, re.M)}  # GitHub's anchors
+                missing += [f"{page.relative_to(ROOT)}: #{a}" for a in ANCHOR.findall(text)
+                            if a not in headings]
             missing += [f"{page.relative_to(ROOT)}: {p.relative_to(ROOT)}" for p in sorted(named)
                         if not p.exists()]
     assert not missing, "named but not in the repository:\n" + "\n".join(missing)
