@@ -10,6 +10,9 @@ the same chapters (ten and an appendix), in the same order, as ``tinylm.pipeline
 from __future__ import annotations
 
 import ast
+import io
+import re
+import tokenize
 
 import nbformat
 import pytest
@@ -97,3 +100,70 @@ def test_chapter_keeps_its_scratch_folder_for_the_things_to_try(name):
     demo after Run All; ``tempfile.TemporaryDirectory`` removes it when the kernel exits."""
     cleanups = [c.id for c in _code_cells(_read(name)) if ".cleanup()" in c.source]
     assert not cleanups, f"{name}: cells {cleanups} remove a scratch folder the reader may still use"
+
+
+#: A cross reference in prose; it must be a MyST reference, which the strict build resolves.
+CROSS_REFERENCE = re.compile(r"\b(?:[Cc]hapters? \d+|[Ss]ections? \d+\.\d+|(?:Figure|Table|Listing) \d+\.\d+)\b")
+#: What is not a cross reference to link: references already, captions, code, math, targets.
+NOT_PROSE = re.compile(r"\{(?:doc|ref|numref|term)\}`[^`]*`|\*\*(?:Figure|Table|Listing) \d+\.\d+\*\*"
+                       r"|```.*?```|`[^`\n]*`|\$\$.*?\$\$|\$[^$\n]*\$|^\(\S+\)=$", re.S | re.M)
+ROLE_TARGET = re.compile(r"\{(ref|numref|doc)\}`(?:[^`<]*<)?([^`>]+)>?`")
+PAGES = ["intro.md", "glossary.md"]
+
+
+def _strings(source: str) -> list[str]:
+    """A code cell's one-line string literals: the Markdown it outputs (captions, table cells).
+    Comments and triple-quoted strings (docstrings, embedded programs) are code, not prose."""
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    return [t.string.replace("{{", "{").replace("}}", "}") for t in tokens
+            if t.type == tokenize.STRING and not t.string.lstrip("rbfuRBFU").startswith(('"""', "'''"))]
+
+
+def _prose(name: str) -> list[str]:
+    """The text a reader reads on a page of the book: the chapter's Markdown cells and the
+    Markdown its code cells write, or a Markdown page."""
+    if name.endswith(".md"):
+        return [(BOOK_DIR / name).read_text()]
+    return [s for c in _read(name).cells
+            for s in ([c.source] if c.cell_type == "markdown" else _strings(c.source))]
+
+
+def unlinked_references(text: str) -> list[str]:
+    """The cross references in ``text`` that are plain words instead of MyST references."""
+    return CROSS_REFERENCE.findall(NOT_PROSE.sub(" ", text))
+
+
+def _targets() -> set[str]:
+    """The labels the book defines (``(label)=`` before a heading, figure, table or listing)."""
+    texts = [t for name in CHAPTERS for t in _prose(name)] + [t for p in PAGES for t in _prose(p)]
+    return {m for t in texts for m in re.findall(r"^\((\S+)\)=$", t, re.M)}
+
+
+@pytest.mark.parametrize("name", CHAPTERS + PAGES)
+def test_every_cross_reference_in_prose_is_a_link(name):
+    """"chapter 4", "section 5.2", "Table 9.1": each is a {doc} or {ref} that the strict build
+    checks, so that a renumbered or removed target fails the build instead of misleading."""
+    unlinked = [ref for text in _prose(name) for ref in unlinked_references(text)]
+    assert not unlinked, (f"{name}: write these as MyST references ({{doc}}`chapter 4 <04_data>`, "
+                          f"{{ref}}`Table 5.3 <table-5-3>`): {unlinked}")
+
+
+@pytest.mark.parametrize("name", CHAPTERS + PAGES)
+def test_every_reference_names_a_target_that_exists(name):
+    """A cheaper, earlier form of the strict build's check: labels and chapters that exist."""
+    labels, docs = _targets(), {*CHAPTERS, "glossary", "intro"}
+    missing = [target for text in _prose(name) for role, target in ROLE_TARGET.findall(text)
+               if (target not in docs if role == "doc" else target not in labels)]
+    assert not missing, f"{name}: references to targets that do not exist: {missing}"
+
+
+def test_the_reference_checks_find_plain_references_and_pass_links():
+    assert unlinked_references("as chapter 4 shows, see Table 5.3 and section 7.1; Chapters 2 and 5") == \
+        ["chapter 4", "Table 5.3", "section 7.1", "Chapters 2"]
+    assert not unlinked_references(
+        "as {doc}`chapter 4 <04_data>` shows, {ref}`Table 5.3 <table-5-3>`; chapters {doc}`2 <02_tokenization>`"
+        " and {doc}`5 <05_training>`\n\n**Figure 5.1** — a caption\n\n`chapter 3 in code` $\\text{chapter 1}$")
+    assert _strings('Markdown(f"**Table 2.1** — see {{doc}}`chapter 9 <09_x>`")  # chapter 9\n'
+                    'x = """chapter 2"""') == ['f"**Table 2.1** — see {doc}`chapter 9 <09_x>`"']
+    assert ROLE_TARGET.findall("{ref}`Table 5.3 <table-5-3>`, {doc}`04_data`") == \
+        [("ref", "table-5-3"), ("doc", "04_data")]
