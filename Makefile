@@ -37,7 +37,8 @@ book: venv
 	.venv/bin/jupyter-book build -W -n --keep-going --path-output . _build/book-src
 
 # The built book in headless Chromium (the system's: apt-get install -y chromium): math
-# rendered, images loaded, internal links and anchors found, no table wider than the page.
+# rendered, images loaded, internal links and anchors found, no table or code wider than the page,
+# every chapter with internal links and hide-input toggles (counted per chapter).
 book-check: venv
 	$(PY) tests/book_check.py _build/html
 

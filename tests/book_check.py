@@ -8,8 +8,16 @@ Playwright) at a common laptop width, and must have:
 - its math rendered: MathJax output present where the page has math, and no TeX left in
   the text (``\\(``, ``\\[``, ``$...$``) outside code;
 - every image loaded (``naturalWidth > 0``);
-- every internal link pointing at a page that exists, and at an anchor on it that exists;
-- no table wider than the text column (a reader would have to scroll it sideways).
+- every internal link pointing at a page that exists, and at an anchor on it that exists, and
+  no cross reference left unresolved (a ``{ref}`` or ``{doc}`` whose target is missing renders
+  as plain text);
+- no table wider than the text column, and no visible code block wider than it (a reader would
+  have to scroll it sideways);
+- on a chapter (``NN_name.html``): at least one internal link (its references to other
+  chapters, sections, figures, tables and the glossary) and at least one hide-input toggle (the
+  cells that only format a table or write a caption, folded away).
+
+The internal links and toggles of each chapter are counted and printed.
 
 ``--screenshots DIR`` also saves a full-page PNG of each page, for a person to look at.
 Exits 1 and lists the problems when there are any.
@@ -17,6 +25,7 @@ Exits 1 and lists the problems when there are any.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -29,6 +38,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 #: Pages of the build that are not the book's own (search, index); redirects are skipped too.
 SKIP = {"search.html", "genindex.html"}
+#: A chapter's page: its notebook's name, ``NN_name``.
+CHAPTER = re.compile(r"(^|/)\d\d_[^/]+\.html$")
 
 #: Runs in the page once MathJax is done; returns what the checks need.
 INSPECT = r"""async () => {
@@ -47,6 +58,13 @@ INSPECT = r"""async () => {
     images: [...document.images].map((i) => ({src: i.getAttribute("src"), ok: i.complete && i.naturalWidth > 0})),
     links: [...document.querySelectorAll("a[href]")].map((a) => a.getAttribute("href")),
     ids: [...document.querySelectorAll("[id]")].map((e) => e.id),
+    internal_links: main.querySelectorAll("a.reference.internal").length,
+    unresolved: [...main.querySelectorAll(".xref")].filter((x) => !x.closest("a"))
+      .map((x) => x.textContent.trim().slice(0, 60)),
+    toggles: main.querySelectorAll("details.hide.above-input").length,
+    wide_code: [...main.querySelectorAll("pre")].filter((p) =>
+      p.checkVisibility() && p.scrollWidth > p.clientWidth + 1)
+      .map((p) => p.textContent.split("\n").reduce((a, b) => (b.length > a.length ? b : a), "").trim().slice(0, 60)),
     wide_tables: [...main.querySelectorAll("table")].filter((t) =>
       t.getBoundingClientRect().right > column.right + 1 ||
       (t.parentElement.scrollWidth > t.parentElement.clientWidth + 1 &&
@@ -82,6 +100,15 @@ def problems_of(page: str, found: dict) -> list[str]:
     out += [f"{page}: image {img['src']} did not load" for img in found["images"] if not img["ok"]]
     out += [f"{page}: table wider than the text column at {WIDTH} px: {name!r}"
             for name in found["wide_tables"]]
+    out += [f"{page}: code wider than the text column at {WIDTH} px: {line!r}"
+            for line in found["wide_code"]]
+    out += [f"{page}: unresolved reference {text!r} (its target is missing)" for text in found["unresolved"]]
+    if CHAPTER.search(page):
+        if not found["internal_links"]:
+            out.append(f"{page}: a chapter without internal links (references to chapters, sections, "
+                       "figures, tables or the glossary)")
+        if not found["toggles"]:
+            out.append(f"{page}: a chapter without hide-input toggles (cells that only format output)")
     return out
 
 
@@ -125,6 +152,10 @@ def check(site: Path, screenshots: Path | None = None) -> list[str]:
                 view.screenshot(path=screenshots / name.replace("/", "_").replace(".html", ".png"),
                                 full_page=True)
         browser.close()
+    for name in names:
+        if CHAPTER.search(name):
+            print(f"{name}: {found[name]['internal_links']} internal links, "
+                  f"{found[name]['toggles']} hide-input toggles", file=sys.stderr)
     return [p for name in names for p in problems_of(name, found[name])] + broken_links(site, found)
 
 

@@ -50,3 +50,32 @@ def test_a_sound_page_passes_and_every_fault_is_found(tmp_path):
                   "image _images/missing.png did not load", "'nowhere.html' points at a missing file",
                   "'good.html#nope' points at a missing anchor", "table wider than the text column"):
         assert fault in bad, f"not found: {fault}\n{bad}"
+
+
+#: A chapter's page as the book renders it: a reference to another page, and a cell whose
+#: formatting code is folded behind a hide-input toggle.
+CHAPTER = """<h1 id="c">Chapter</h1><p>See <a class="reference internal" href="{other}">{text}</a>.</p>
+<div class="cell tag_hide-input"><details class="hide above-input"><summary>Show code cell source</summary>
+<pre>Table(["a", "b"], rows)</pre></details><div class="cell_output"><p>output</p></div></div>
+<pre>x = 1  # code that fits the column</pre>"""
+
+
+def test_a_chapter_without_links_or_toggles_or_with_a_broken_reference_or_wide_code_fails(tmp_path):
+    site = tmp_path / "html"
+    (site / "book").mkdir(parents=True)
+    (site / "book" / "01_sound.html").write_text(PAGE.format(head="", body=CHAPTER.format(
+        other="02_plain.html#p", text="chapter 2")))
+    (site / "book" / "02_plain.html").write_text(PAGE.format(head="", body=(
+        '<h1 id="p">Plain</h1><p>As <span class="xref std std-ref">Figure 9.9</span> shows.</p>'
+        '<pre>' + "x = 1" + " " * 90 + "# a line that a reader would have to scroll sideways to read</pre>"
+        '<details><pre>' + "y" * 200 + '</pre></details>')))  # folded away: not on the page
+    (site / "book" / "glossary.html").write_text(PAGE.format(head="", body='<h1 id="g">Glossary</h1>'))
+
+    problems = book_check.check(site)
+
+    assert not [p for p in problems if p.startswith(("book/01_sound", "book/glossary"))], problems
+    plain = [p for p in problems if p.startswith("book/02_plain.html")]
+    for fault in ("a chapter without internal links", "a chapter without hide-input toggles",
+                  "unresolved reference 'Figure 9.9'", "code wider than the text column"):
+        assert any(fault in p for p in plain), f"not found: {fault}\n{problems}"
+    assert not any("yyyy" in p for p in plain), "a folded code block is not on the page"
