@@ -9,6 +9,7 @@ settings, inputs and library code that made it; when they are unchanged the stag
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import shlex
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm.budget import REQUESTS
+from tinylm.checkpoint import digest_path
 from tinylm.config import (CORPUS_KEYS, NOT_TRAINING, RESUMABLE_CHANGES, Config, check_resume,
                            command_flags)
 from tinylm.errors import (CheckpointError, PrerequisiteError, TinyLMError, TokenizerError,
@@ -145,15 +147,36 @@ class Run:
         """True when ``stage``'s outputs exist and were made from the current inputs."""
         if not all((folder / name).is_file() for name in OUTPUTS.get(stage, ())):
             return False
-        path = folder / "fingerprint.json"
-        try:
-            return json.loads(path.read_text())["fingerprint"] == self.fingerprint(stage)
-        except (OSError, ValueError, KeyError):
+        stamp = _stamped(folder)
+        if stamp is None or stamp["fingerprint"] != self.fingerprint(stage):
             return False
+        # training rewrites final.pt only at its end: the stamp names the very file it vouches for
+        return stage != "train" or [stamp.get("final_sha256")] == _final_digests(folder)
 
     def mark_current(self, stage: str, folder: Path) -> None:
-        write_json(folder / "fingerprint.json", {"stage": stage, "fingerprint": self.fingerprint(stage),
-                                                 "code": code_digest(stage), "config": self.cfg.to_dict()})
+        stamp = {"stage": stage, "fingerprint": self.fingerprint(stage), "code": code_digest(stage),
+                 "config": self.cfg.to_dict()}
+        if stage == "train":
+            stamp["final_sha256"] = (_final_digests(folder) or [None])[0]
+        write_json(folder / "fingerprint.json", stamp)
+
+    @contextmanager
+    def rebuilding(self, stage: str, folder: Path):
+        """Remove ``stage``'s stamp, build it, stamp it: a build that stops half-way (killed,
+        disk full) leaves outputs without a stamp, which are never taken as current, for this
+        configuration or any other. A full disk is reported with what to do."""
+        (folder / "fingerprint.json").unlink(missing_ok=True)
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise PrerequisiteError(
+                f"the disk filled up while writing the {stage} stage in {folder} "
+                f"({exc.strerror}); its half-written files will be rebuilt, never used",
+                "free some space or choose another --output-dir, then run the same command "
+                "again.") from None
+        self.mark_current(stage, folder)
 
     # ------------------------------------------------------------ stages
     def corpus(self):
@@ -165,9 +188,9 @@ class Run:
         t0 = _phase("corpus", self.progress)
         with self.locked():
             self._require_disk(3 * self.cfg.bytes_per_language * len(self.cfg.languages), "the corpus")
-            stats = build_corpus(self.cfg, self.corpus_dir, progress=self.progress)
+            with self.rebuilding("corpus", self.corpus_dir):
+                stats = build_corpus(self.cfg, self.corpus_dir, progress=self.progress)
             self.cfg.save(self.dir / "config.json")
-            self.mark_current("corpus", self.corpus_dir)
         _done("corpus", t0, self.progress)
         return stats
 
@@ -180,9 +203,9 @@ class Run:
         self.corpus()
         t0 = _phase("tokenizer", self.progress)
         with self.locked():
-            tok = train_tokenizer(self.corpus_dir, self.cfg.vocab_size, self.cfg.languages,
-                                  self.tokenizer_dir, progress=self.progress)
-            self.mark_current("tokenizer", self.tokenizer_dir)
+            with self.rebuilding("tokenizer", self.tokenizer_dir):
+                tok = train_tokenizer(self.corpus_dir, self.cfg.vocab_size, self.cfg.languages,
+                                      self.tokenizer_dir, progress=self.progress)
         _done("tokenizer", t0, self.progress)
         return tok
 
@@ -198,8 +221,8 @@ class Run:
         with self.locked():
             self._require_disk(2 * self.cfg.bytes_per_language * len(self.cfg.languages),
                                "the token files")
-            meta = encode_corpus(tok, self.corpus_dir, self.tokens_dir, progress=self.progress)
-            self.mark_current("tokens", self.tokens_dir)
+            with self.rebuilding("tokens", self.tokens_dir):
+                meta = encode_corpus(tok, self.corpus_dir, self.tokens_dir, progress=self.progress)
         _done("tokens", t0, self.progress)
         return meta
 
@@ -402,6 +425,14 @@ def _stamped(folder: Path) -> dict | None:
         return stamp if isinstance(stamp.get("fingerprint"), str) else None
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def _final_digests(folder: Path) -> list[str]:
+    """The digests listed beside ``final.pt`` (two while a save is under way, else one)."""
+    try:
+        return digest_path(folder / "final.pt").read_text().split()
+    except (OSError, UnicodeDecodeError):
+        return []
 
 
 def _size(folder: Path) -> int:
