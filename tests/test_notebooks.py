@@ -167,3 +167,16 @@ def test_the_reference_checks_find_plain_references_and_pass_links():
                     'x = """chapter 2"""') == ['f"**Table 2.1** — see {doc}`chapter 9 <09_x>`"']
     assert ROLE_TARGET.findall("{ref}`Table 5.3 <table-5-3>`, {doc}`04_data`") == \
         [("ref", "table-5-3"), ("doc", "04_data")]
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_formatting_cells_are_folded_on_the_page_and_in_jupyterlab(name):
+    """Cells that only format a table or write a caption are folded behind a toggle on the page
+    (``hide-input``) and collapsed in JupyterLab (``jupyter.source_hidden``), so that the code
+    left in view is the code a learner should read."""
+    cells = _code_cells(_read(name))
+    hidden = [c for c in cells if {"hide-input", "remove-input"} & set(c.metadata.get("tags", []))]
+    assert any("hide-input" in c.metadata.get("tags", []) for c in hidden), \
+        f"{name}: no cell is folded behind a hide-input toggle"
+    expanded = [c.id for c in hidden if not c.metadata.get("jupyter", {}).get("source_hidden")]
+    assert not expanded, f"{name}: hidden on the page but shown as code in JupyterLab: {expanded}"
