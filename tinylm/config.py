@@ -142,7 +142,9 @@ class Config:
                                  stage="samples")
     top_k: int = setting(50, "sample among the k likeliest tokens; 0 disables", 0, MAX_VOCAB,
                          stage="samples")
-    top_p: float = setting(0.95, "nucleus sampling mass; 1 disables", 0.0, 1.0, stage="samples")
+    # 0 keeps the likeliest token alone, as in transformers, so an exported model samples alike
+    top_p: float = setting(0.95, "nucleus sampling mass; 1 disables, 0 keeps the likeliest token",
+                           0.0, 1.0, stage="samples")
     repetition_penalty: float = setting(1.1, "penalises tokens already produced; 1 disables",
                                         1.0, 10.0, stage="samples")
     max_repeated_4grams: float = setting(0.3, "share of repeated 4-grams above which a sample "

@@ -65,7 +65,7 @@ def export_run(run_dir: Path | str, dest: Path | str, *, format: str = "hf",
     metrics, stats = _read_json(run.metrics_path), _read_json(run.corpus_dir / "stats.json")
     files = {
         "config.json": hf_config(model, special),
-        "generation_config.json": hf_generation_config(run.cfg, special, model.config.block_size),
+        "generation_config.json": hf_generation_config(run.cfg, special),
         "tokenizer_config.json": hf_tokenizer_config(special, model.config.block_size),
     }
     weights = save(hf_state_dict(model), metadata={"format": "pt"})
@@ -134,15 +134,18 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     return out
 
 
-def hf_generation_config(cfg: Config, special: dict[str, int], block_size: int) -> dict:
-    """``generation_config.json``: the run's sampling settings, stopping at the context's end.
+def hf_generation_config(cfg: Config, special: dict[str, int]) -> dict:
+    """``generation_config.json``: the run's sampling settings, which mean in transformers
+    what they mean in tinylm (``top_k=0`` and ``top_p=1`` are off, ``top_p=0`` keeps the
+    likeliest token).
 
-    ``max_length`` is the context (block_size): GPT-2's positions stop there, while tinylm's
-    own sampler slides its window on. transformers applies the repetition penalty to the
-    prompt's tokens too, tinylm to the new tokens only.
+    No length: a ``max_length`` here makes every ``generate(max_new_tokens=...)`` warn that
+    both are set, and without one transformers stops at the context (``n_positions``), where
+    GPT-2's positions end. transformers applies the repetition penalty to the prompt's tokens
+    too, tinylm to the new tokens only.
     """
     eot = special[EOT]
-    out = {"bos_token_id": eot, "eos_token_id": eot, "pad_token_id": eot, "max_length": block_size,
+    out = {"bos_token_id": eot, "eos_token_id": eot, "pad_token_id": eot,
            "do_sample": cfg.temperature > 0}
     if cfg.temperature > 0:
         out |= {"temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p}
@@ -214,6 +217,7 @@ def model_card(cfg: Config, entry: dict, metrics: dict, stats: dict, dest: Path)
                           f"peak learning rate {cfg.learning_rate:g}."]
     else:
         lines.append("The run recorded no validation figures for this checkpoint.")
+    new_tokens = min(cfg.sample_new_tokens, cfg.block_size // 2)  # prompt and text fit the context
     lines += ["", "## How to use it", "",
               "Every training document starts with its language tag, so a prompt does too: "
               f"{', '.join(f'`<|{lang}|>`' for lang in langs)}. The tokenizer adds no other "
@@ -223,7 +227,8 @@ def model_card(cfg: Config, entry: dict, metrics: dict, stats: dict, dest: Path)
               f'tokenizer = AutoTokenizer.from_pretrained("{dest.as_posix()}")',
               f'model = AutoModelForCausalLM.from_pretrained("{dest.as_posix()}")',
               f'inputs = tokenizer("{tag}{prompt}", return_tensors="pt")',
-              "out = model.generate(**inputs)  # the run's sampling settings (generation_config.json)",
+              f"out = model.generate(**inputs, max_new_tokens={new_tokens})  # the run's sampling "
+              "settings (generation_config.json)",
               'print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))',
               "```", "",
               f"Sampling settings of the run: temperature {cfg.temperature}, top-k {cfg.top_k}, "

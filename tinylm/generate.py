@@ -18,7 +18,8 @@ def _candidates(logits: torch.Tensor, generated: torch.Tensor, temperature: floa
     """The tokens that may come next, best first, and their adjusted logits.
 
     Applies the repetition penalty and temperature to one row of logits, keeps the ``top_k``
-    best (all if 0), then the smallest prefix of them holding ``top_p`` of the probability.
+    best (all if 0), then the smallest prefix of them holding ``top_p`` of the probability
+    (at least the best token: ``top_p=0`` keeps it alone, as transformers does).
     Working on the top-k candidates only keeps the cost of a step nearly independent of
     the vocabulary size: no sort of every logit for every token.
     """
@@ -33,7 +34,7 @@ def _candidates(logits: torch.Tensor, generated: torch.Tensor, temperature: floa
         logits = logits / temperature
     k = top_k if 0 < top_k < logits.size(-1) else logits.size(-1)
     values, ids = torch.topk(logits, k)  # sorted, best first
-    if 0 < top_p < 1:
+    if top_p < 1:
         probs = values.softmax(-1)
         drop = probs.cumsum(-1) - probs > top_p  # keep the token that crosses top_p
         values = values.masked_fill(drop, float("-inf"))

@@ -7,10 +7,12 @@ runs the real command in a subprocess and must leave the destination as it was.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ import yaml
 
 from tinylm.config import load_preset
 from tinylm.evaluate import PROMPTS
-from tinylm.export import hf_state_dict, model_card
+from tinylm.export import hf_generation_config, hf_state_dict, model_card
 from tinylm.generate import generate_ids
 from tinylm.model import GPT, GPTConfig
 from tinylm.stages import Run
@@ -85,7 +87,7 @@ def test_export_writes_the_hugging_face_files(run, exported):
     gen = json.loads((exported / "generation_config.json").read_text())
     assert (gen["temperature"], gen["top_k"], gen["top_p"], gen["repetition_penalty"]) == \
         (run.cfg.temperature, run.cfg.top_k, run.cfg.top_p, run.cfg.repetition_penalty)
-    assert gen["max_length"] == TINY["block_size"]
+    assert "max_length" not in gen  # generate(max_new_tokens=...) would warn that both are set
     tok_cfg = json.loads((exported / "tokenizer_config.json").read_text())
     assert tok_cfg["additional_special_tokens"] == ["<|en|>", "<|es|>"]
     assert (exported / "tokenizer.json").read_bytes() == (run.tokenizer_dir / "tokenizer.json").read_bytes()
@@ -148,6 +150,44 @@ def test_transformers_greedy_generation_gives_the_same_tokens(run, hf):
         out = hf[0].generate(x, attention_mask=torch.ones_like(x), do_sample=False,
                              max_new_tokens=n, repetition_penalty=1.0)
         assert out[0, len(ids):].tolist() == ours, (lang, prompt)
+
+
+def test_max_new_tokens_alone_sets_the_length_without_a_warning(hf):
+    x = torch.tensor([[3, 10, 11]])
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = logged.append
+    logger = logging.getLogger("transformers")  # transformers' own handler, not propagated
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            out = hf[0].generate(x, attention_mask=torch.ones_like(x), max_new_tokens=4)
+    finally:
+        logger.removeHandler(handler)
+    assert out.shape[1] <= 3 + 4
+    assert [r.getMessage() for r in logged] == [] and [str(w.message) for w in warned] == []
+
+
+def test_top_p_zero_samples_the_likeliest_token_in_tinylm_and_the_export(run, hf):
+    """The run's top_p=0 goes into generation_config.json and keeps the likeliest token in
+    both samplers, so the exported model samples as the run does."""
+    model, _ = run.trained_model("final")
+    eot = special_ids(load_tokenizer(run.tokenizer_dir))["<|endoftext|>"]
+    cfg = run.cfg.replace(top_p=0.0, top_k=0, temperature=1.5, repetition_penalty=1.0)
+    gen = transformers.GenerationConfig(**hf_generation_config(cfg, {"<|endoftext|>": eot}))
+    assert gen.do_sample and gen.top_p == 0.0
+    ids = tinylm_ids(run, "en", "And the")
+    n = TINY["block_size"] - len(ids)
+    greedy = generate_ids(model, ids, n, temperature=0, repetition_penalty=1.0, stop_id=eot)
+    x = torch.tensor([ids])
+    for seed in range(2):
+        ours = generate_ids(model, ids, n, temperature=cfg.temperature, top_k=cfg.top_k,
+                            top_p=cfg.top_p, repetition_penalty=1.0, seed=seed, stop_id=eot)
+        torch.manual_seed(seed)
+        out = hf[0].generate(x, attention_mask=torch.ones_like(x), generation_config=gen,
+                             max_new_tokens=n)
+        assert ours == greedy == out[0, len(ids):].tolist()
 
 
 def test_a_tensor_gpt2_has_no_place_for_is_refused():

@@ -106,6 +106,19 @@ def test_sampling_filters():
     assert values[0, 0] == 8.0
 
 
+def test_top_p_zero_keeps_the_likeliest_token_as_transformers_does():
+    """top_p=0 is in range, and transformers (an exported model) keeps the likeliest token
+    alone for it: sampling at any temperature gives the greedy tokens, as it does there."""
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
+    values, ids = _candidates(logits, torch.tensor([], dtype=torch.long), 1.0, 0, 0.0, 1.0)
+    assert ids[0, 0] == 0 and torch.isfinite(values[0, 0]) and torch.isinf(values[0, 1:]).all()
+    model = make_model(2)
+    greedy = generate_ids(model, [1, 2, 3], 30, temperature=0.0)
+    for seed in range(3):
+        assert generate_ids(model, [1, 2, 3], 30, temperature=1.5, top_k=0, top_p=0.0,
+                            seed=seed) == greedy
+
+
 def test_init_and_sizes():
     model = make_model()
     # tied embeddings: the output head is the input embedding
