@@ -32,9 +32,12 @@ from tinylm.corpus import EOT
 from tinylm.errors import CheckpointError, ConfigError, PrerequisiteError, TinyLMError
 from tinylm.files import TMP_SUFFIX, atomic_write_bytes, atomic_write_text, write_json
 from tinylm.model import GPT
+from tinylm.stages import CHECKPOINTS
 from tinylm.tokenizer import load_tokenizer, special_ids
 
 FORMATS = ("hf",)
+#: The one folder inside a run that an export may write: the run's own export (chapter 10's).
+OWN_EXPORT = "hf"
 #: tinylm parameter name (inside ``blocks.<i>.``) -> GPT-2 name (inside ``transformer.h.<i>.``).
 BLOCK_NAMES = {"ln1": "ln_1", "attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj",
                "ln2": "ln_2", "mlp.fc": "mlp.c_fc", "mlp.proj": "mlp.c_proj"}
@@ -53,6 +56,8 @@ def export_run(run_dir: Path | str, dest: Path | str, *, format: str = "hf",
     run_dir, dest = Path(run_dir), Path(dest)
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}", f"use one of {', '.join(FORMATS)}.")
+    if checkpoint not in CHECKPOINTS:  # it becomes a file name
+        raise ConfigError(f"unknown checkpoint {checkpoint!r}", f"use one of {', '.join(CHECKPOINTS)}.")
     _check_dest(run_dir, dest, force)
     try:
         from safetensors.torch import save
@@ -246,16 +251,23 @@ def model_card(cfg: Config, entry: dict, metrics: dict, stats: dict, dest: Path)
 
 
 def _check_dest(run_dir: Path, dest: Path, force: bool) -> None:
-    """Refuse a destination that is a file, not empty (without ``force``), or holds the run."""
+    """Refuse a destination that overlaps the run (but its own export folder ``RUN/hf``), is a
+    file, or is not empty (without ``force``): before anything is written or deleted."""
+    run, target = run_dir.resolve(), dest.resolve()
+    if target == run or target in run.parents:
+        raise ConfigError(f"the export destination {dest} holds the run {run_dir} itself",
+                          f"give a folder outside the run, or {run_dir / OWN_EXPORT}.")
+    if run in target.parents and target != run / OWN_EXPORT:
+        raise ConfigError(f"the export destination {dest} is inside the run {run_dir}: "
+                          "replacing it would destroy the run's own files",
+                          f"give a folder outside the run, or {run_dir / OWN_EXPORT}, the run's "
+                          "own export folder.")
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"the export destination {dest} is a file, not a folder",
                           "give a folder that does not exist yet (or is empty).")
     if dest.is_dir() and any(dest.iterdir()) and not force:
         raise ConfigError(f"the export destination {dest} exists and is not empty",
                           "give a new folder, or pass --force to replace its content.")
-    if dest.resolve() in (run_dir.resolve(), *run_dir.resolve().parents):
-        raise ConfigError(f"the export destination {dest} holds the run {run_dir} itself",
-                          f"give a folder outside the run, e.g. {run_dir / 'hf'}.")
 
 
 def _load(run_dir: Path, which: str):

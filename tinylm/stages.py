@@ -25,13 +25,15 @@ from tinylm.budget import REQUESTS
 from tinylm.checkpoint import digest_path
 from tinylm.config import (CORPUS_KEYS, NOT_TRAINING, RESUMABLE_CHANGES, Config, check_resume,
                            command_flags)
-from tinylm.errors import (CheckpointError, PrerequisiteError, TinyLMError, TokenizerError,
-                           TrainingError)
+from tinylm.errors import (CheckpointError, ConfigError, PrerequisiteError, TinyLMError,
+                           TokenizerError, TrainingError)
 from tinylm.files import RunLock, sha256_file, write_json
 
 #: The files each stage writes; a stage missing one is not fresh, whatever its fingerprint.
 OUTPUTS = {"corpus": ("train.txt", "val.txt", "stats.json"), "tokenizer": ("tokenizer.json",),
            "tokens": ("train.bin", "val.bin", "meta.json"), "train": ("final.pt",)}
+#: The checkpoints a training writes, by the names that choose them (--checkpoint).
+CHECKPOINTS = ("final", "best", "last")
 #: The modules whose code decides each stage's output. Their source is part of the stage's
 #: fingerprint, so an updated tinylm rebuilds what its changes affect (and, through the chained
 #: fingerprints, every later stage) instead of serving a model an older version made. The
@@ -382,6 +384,8 @@ class Run:
         """``(model, state)`` of ``checkpoints/<which>.pt``, refusing a foreign tokenizer."""
         from tinylm.checkpoint import load_model
 
+        if which not in CHECKPOINTS:  # it becomes a file name
+            raise ConfigError(f"unknown checkpoint {which!r}", f"use one of {', '.join(CHECKPOINTS)}.")
         model, state = load_model(self.checkpoints_dir / f"{which}.pt")
         tok_file = self.tokenizer_dir / "tokenizer.json"
         trained_with = state.get("tokenizer_sha256")

@@ -22,7 +22,8 @@ import yaml
 
 from tinylm.config import load_preset
 from tinylm.evaluate import PROMPTS
-from tinylm.export import hf_generation_config, hf_state_dict, model_card
+from tinylm.errors import ConfigError
+from tinylm.export import export_run, hf_generation_config, hf_state_dict, model_card
 from tinylm.generate import generate_ids
 from tinylm.model import GPT, GPTConfig
 from tinylm.stages import Run
@@ -283,3 +284,30 @@ def test_refuses_a_folder_that_is_not_a_run(tmp_path):
     refused(tmp_path / "empty", tmp_path / "hf", expect=1, says="not a tinylm run directory",
             remedy="--output-dir")
     assert os.listdir(tmp_path / "empty") == []
+
+
+@pytest.mark.parametrize("inside", ["checkpoints", "corpus/new", "."])
+def test_refuses_a_destination_inside_the_run_before_deleting_anything(copy, inside):
+    """`--force` into RUN/checkpoints once replaced the checkpoints with the export."""
+    dest = copy / inside
+    before = snapshot(copy)
+    out = tinylm("export", "--output-dir", str(copy), str(dest), "--force")
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert ("inside the run" in out.stderr or "holds the run" in out.stderr) and \
+        "what to do: give a folder outside the run" in out.stderr
+    assert snapshot(copy) == before
+
+
+def test_the_runs_own_export_folder_may_be_replaced(copy):
+    for _ in range(2):  # chapter 10 exports to RUN/hf, and its rerun replaces it
+        out = tinylm("export", "--output-dir", str(copy), str(copy / "hf"), "--force")
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert (copy / "hf" / "model.safetensors").is_file() and (copy / "checkpoints" / "final.pt").is_file()
+
+
+def test_a_checkpoint_name_never_leaves_the_checkpoints_folder(tmp_path):
+    with pytest.raises(ConfigError, match="unknown checkpoint"):
+        export_run(tmp_path / "run", tmp_path / "out", checkpoint="../../outside")
+    with pytest.raises(ConfigError, match="unknown checkpoint"):
+        Run(tmp_path / "run", load_preset("quick")).trained_model("../final")
+    assert list(tmp_path.iterdir()) == []
