@@ -9,7 +9,9 @@ settings, inputs and library code that made it; when they are unchanged the stag
 """
 from __future__ import annotations
 
+import ast
 import errno
+import functools
 import hashlib
 import json
 import shlex
@@ -34,10 +36,11 @@ OUTPUTS = {"corpus": ("train.txt", "val.txt", "stats.json"), "tokenizer": ("toke
            "tokens": ("train.bin", "val.bin", "meta.json"), "train": ("final.pt",)}
 #: The checkpoints a training writes, by the names that choose them (--checkpoint).
 CHECKPOINTS = ("final", "best", "last")
-#: The modules whose code decides each stage's output. Their source is part of the stage's
+#: The modules whose code decides each stage's output. Their code is part of the stage's
 #: fingerprint, so an updated tinylm rebuilds what its changes affect (and, through the chained
-#: fingerprints, every later stage) instead of serving a model an older version made. The
-#: version number is not: it changes no output, and a change it announces shows in the source.
+#: fingerprints, every later stage) instead of serving a model an older version made. Their
+#: comments and docstrings are not (``code_digest``), nor is the version number: neither
+#: changes an output, and a change the version announces shows in the code.
 STAGE_CODE = {"corpus": ("corpus",), "tokenizer": ("tokenizer",), "tokens": ("tokenizer",),
               "train": ("data", "distributed", "model", "runtime", "train")}
 #: Where the package's modules are, for ``code_digest``.
@@ -49,9 +52,35 @@ def _digest(obj: Any) -> str:
 
 
 def code_digest(stage: str) -> str:
-    """A digest of the source of the modules that decide ``stage``'s output (``STAGE_CODE``)."""
-    return _digest([hashlib.sha256((SOURCE_DIR / f"{m}.py").read_bytes()).hexdigest()
-                    for m in STAGE_CODE[stage]])
+    """A digest of the code of the modules that decide ``stage``'s output (``STAGE_CODE``):
+    of their syntax trees, so that fixing a comment or a docstring rebuilds nothing."""
+    files = [SOURCE_DIR / f"{m}.py" for m in STAGE_CODE[stage]]
+    return _digest([_code_digest(str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files])
+
+
+@functools.lru_cache(maxsize=32)
+def _code_digest(path: str, mtime_ns: int, size: int) -> str:
+    """A module's syntax tree without its docstrings (a file that changes gets a new key)."""
+    tree = ast.parse(Path(path).read_bytes(), filename=path)
+    return hashlib.sha256(repr(_code(tree)).encode()).hexdigest()
+
+
+def _code(node: Any) -> Any:
+    """A syntax tree as nested tuples of node types and set fields, docstrings left out: no
+    comments, line numbers or layout, and no empty fields, which newer Pythons add."""
+    if isinstance(node, list):
+        return [_code(n) for n in node]
+    if not isinstance(node, ast.AST):
+        return node  # a constant, or a name
+    documented = isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+    docstring = documented and ast.get_docstring(node, clean=False) is not None
+    fields = []
+    for name, value in ast.iter_fields(node):
+        if name == "body" and docstring:
+            value = value[1:]
+        if value is not None and value != []:
+            fields.append((name, _code(value)))
+    return (type(node).__name__, *fields)
 
 
 def _phase(title: str, progress: bool) -> float:

@@ -2,6 +2,7 @@
 the stages its change affects, and never serves a model that older code made."""
 from __future__ import annotations
 
+import ast
 import shutil
 
 import pytest
@@ -26,8 +27,30 @@ def source(tmp_path, monkeypatch):
 
 
 def edit(source, module: str) -> None:
+    """A change of code: one more statement."""
     with open(source / f"{module}.py", "a") as f:
-        f.write("\n# a change\n")
+        f.write("\n_A_CHANGE = 1\n")
+
+
+def reword(source, module: str) -> None:
+    """Change what a reader sees but the interpreter does not: the module's and a function's
+    docstring, a comment, a comment of its own on a new line, blank lines."""
+    path = source / f"{module}.py"
+    text = path.read_text()
+    tree = ast.parse(text)
+    lines = text.splitlines(keepends=True)
+    function = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)
+                    and ast.get_docstring(n) is not None)
+    for doc in (function.body[0].value, tree.body[0].value):  # the later line first
+        line = lines[doc.lineno - 1]
+        at = line.index('"""', doc.col_offset) + 3
+        lines[doc.lineno - 1] = line[:at] + "Reworded. " + line[at:]
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("# "):
+            lines[i] = line.replace("# ", "# reworded: ", 1)
+    lines.insert(tree.body[0].end_lineno, "\n# a comment of its own\n\n")
+    path.write_text("".join(lines))
+    assert path.read_text() != text
 
 
 @pytest.mark.parametrize("module, rebuilt", [
@@ -40,6 +63,24 @@ def test_a_change_to_a_module_changes_the_stages_it_decides(source, tmp_path, mo
     edit(source, module)
     changed = tuple(stage for stage in STAGES if run.fingerprint(stage) != before[stage])
     assert changed == rebuilt
+
+
+@pytest.mark.parametrize("module", ["corpus", "tokenizer", "data", "model", "train"])
+def test_comments_and_docstrings_change_no_fingerprint(source, tmp_path, module):
+    """Fixing a comment in model.py retrains nothing: the fingerprint is of the code."""
+    run = Run(tmp_path / "run", TINY, progress=False)
+    before = {stage: run.fingerprint(stage) for stage in STAGES}
+    reword(source, module)
+    assert {stage: run.fingerprint(stage) for stage in STAGES} == before
+
+
+def test_a_changed_value_in_the_code_changes_the_fingerprint(source, tmp_path):
+    run = Run(tmp_path / "run", TINY, progress=False)
+    before = run.fingerprint("train")
+    path = source / "model.py"
+    text = path.read_text()
+    path.write_text(text.replace("std=0.02", "std=0.03", 1))
+    assert path.read_text() != text and run.fingerprint("train") != before
 
 
 def test_a_stage_made_by_other_code_is_rebuilt(source, tmp_path):
