@@ -12,8 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 import tinylm
 from tinylm.config import PRESETS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 ROOT = Path(tinylm.__file__).resolve().parent.parent
 
@@ -44,3 +51,12 @@ def test_installed_package_finds_the_chapters_and_presets(tmp_path):
     assert [Path(c).name for c in found["chapters"]] == sorted(p.name for p in (ROOT / "book").glob("*.ipynb"))
     assert all(Path(c).is_relative_to(site) for c in found["chapters"])
     assert found["presets"] == list(PRESETS)
+
+
+def test_the_torch_floor_is_a_torch_whose_safe_loading_holds():
+    """Checkpoints load with weights_only=True, which torch before 2.6 lets a crafted file
+    bypass: no install may resolve to such a torch."""
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    torch = next(Requirement(d) for d in deps if Requirement(d).name == "torch")
+    assert not torch.specifier.contains("2.5.1") and not torch.specifier.contains("2.4.0")
+    assert torch.specifier.contains("2.6.0") and torch.specifier.contains("2.13.0")
