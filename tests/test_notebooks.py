@@ -21,7 +21,9 @@ import yaml
 from tinylm.pipeline import BOOK_DIR, CHAPTERS, PARAMETERS
 
 ROOT = BOOK_DIR.parent
-KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+#: The kernel the chapters name, as JupyterLab writes it when it opens and saves one (from the
+#: installed ``python3`` kernelspec): other metadata would show every chapter as modified on open.
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 #: A reader's defaults: the book's own run for the quick preset (one folder per configuration).
 PARAMETER_DEFAULTS = {"run_dir": None, "config": {}, "resume": False}
 
@@ -52,6 +54,24 @@ def test_chapter_is_committed_without_outputs(name):
                        "(Jupyter: Edit > Clear Outputs of All Cells) before committing")
     assert "papermill" not in nb.metadata, f"{name} is an executed copy (papermill metadata)"
     assert nb.metadata.get("kernelspec") == KERNELSPEC
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_metadata_is_what_jupyterlab_writes_on_open(name):
+    """JupyterLab replaces a notebook's kernelspec and language_info with what the kernel reports
+    when it starts, and shows the notebook as modified when they differ; the chapters carry
+    exactly that (the version only to the minor release: a patch release of Python differs)."""
+    from ipykernel.ipkernel import IPythonKernel
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    meta = _read(name).metadata
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    assert meta.get("kernelspec") == {"name": "python3", "display_name": spec.display_name,
+                                      "language": spec.language}
+    reported, found = dict(IPythonKernel.language_info), dict(meta.get("language_info", {}))
+    version = reported.pop("version"), found.pop("version", "")
+    assert found == reported, f"{name}: language_info {found}, the kernel reports {reported}"
+    assert version[1].split(".")[:2] == version[0].split(".")[:2], f"{name}: Python {version[1]}"
 
 
 @pytest.mark.parametrize("name", CHAPTERS)
