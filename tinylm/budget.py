@@ -87,8 +87,11 @@ def peak_rss_mb() -> float:
 
 
 def saved_activation_bytes(model, x, y, device, dtype) -> int:
-    """Bytes of the tensors autograd keeps from a forward pass for the backward pass.
+    """Bytes of the tensors autograd keeps from a training step's forward pass for its backward
+    pass.
 
+    The forward pass is the one ``Trainer.train_step`` runs (``return_logits=False``: on a CPU
+    the chunked loss, which keeps the output layer's gradients instead of the batch's logits).
     These activations, not the weights, are what grows with batch size and context; the
     weights (and tensors sharing their storage) are not counted.
     """
@@ -106,7 +109,7 @@ def saved_activation_bytes(model, x, y, device, dtype) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast(device, dtype):
-        model(x.to(device), y.to(device))
+        model(x.to(device), y.to(device), return_logits=False)
     return sum(kept.values())
 
 

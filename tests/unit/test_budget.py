@@ -4,7 +4,8 @@ import os
 import pytest
 import torch
 
-from tinylm.budget import check_budgets, measure_inference, raise_if_budget_failed
+from tinylm.budget import (check_budgets, measure_inference, raise_if_budget_failed,
+                           saved_activation_bytes)
 from tinylm.checkpoint import save_checkpoint
 from tinylm.errors import ValidationError
 from tinylm.model import GPT, GPTConfig
@@ -32,3 +33,20 @@ def test_an_exceeded_budget_stops_with_exit_5_naming_it_and_its_remedy():
     assert err.value.message == "budget exceeded: peak RSS 180.0 MB > 100"
     assert "smaller vocab_size" in err.value.remedy and "latency" not in err.value.message
     assert err.value.exit_code == 5
+
+
+def test_saved_activations_are_those_of_the_training_step_not_of_the_whole_logits():
+    """A training step on a CPU computes its loss chunk by chunk and never keeps the batch's
+    logits; the measurement must follow the same path, or it charges B x T x V logits that
+    training never holds."""
+    B, T, C = 8, 64, 32
+    saved = {}
+    for V in (256, 2048):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=1, n_head=2, n_embd=C, dropout=0.0))
+        x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
+        saved[V] = saved_activation_bytes(model, x, y, torch.device("cpu"), torch.float32)
+    grown = saved[2048] - saved[256]
+    # what the chunked loss keeps grows with V by one fp32 gradient of the V x C head: not by
+    # B x T fp32 logits per token of the vocabulary (8 times as much here)
+    assert 0 < grown <= (2048 - 256) * C * 4 * 1.1
