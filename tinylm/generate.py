@@ -1,7 +1,7 @@
 """Sampling text from a trained model, one token at a time, with a KV cache.
 
-Each step turns the last position's logits into a distribution (temperature), trims it
-(top-k, top-p), discourages tokens already produced (repetition penalty), and draws one
+Each step discourages the tokens already produced (repetition penalty), turns the last
+position's logits into a distribution (temperature), trims it (top-k, top-p), and draws one
 token with a seeded generator. The language tag (``<|en|>``, ``<|es|>``) that starts every
 training document is the first token of the prompt, which is how we choose the language.
 """
