@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Rectangle
 
+from tinylm.pipeline import CHAPTERS, CONCURRENT, MAX_WORKERS
 from tinylm.plots import KIND_COLORS, MONO, subplots, visible_whitespace
 
 
@@ -83,10 +84,12 @@ def workflow() -> Figure:
         if i:
             _arrow(ax, (x - gap, 3.85), (x, 3.85))
     right = x0 + len(stages) * w + (len(stages) - 1) * gap
+    side = ", ".join(name[:2].lstrip("0") for name in CHAPTERS if name in CONCURRENT)
     _box(ax, x0, 0.85, right - x0, 0.75, fill=KIND_COLORS["note"],
-         text="tinylm pipeline: papermill runs chapters 01-10 in order with your configuration "
-              "-> runs/<name>/notebooks/*.ipynb\n"
-              "a stage whose inputs and settings are unchanged (same fingerprint) is skipped",
+         text=f"tinylm pipeline: papermill runs the {len(CHAPTERS)} chapters with your configuration "
+              f"-> runs/<name>/notebooks/*.ipynb; once the model is trained, chapters {side} run\n"
+              f"side by side (one per physical core, at most {MAX_WORKERS}). A stage whose inputs "
+              "and settings are unchanged (same fingerprint) is skipped",
          size=9)
     _box(ax, x0, 0.1, right - x0, 0.55, fill="#ffffff", edge="#aaaaaa",
          text="across every stage: chapter 8 (troubleshooting) and chapter 9 (hyperparameter "
