@@ -49,7 +49,8 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
 
 
 def setting(default: Any, why: str, lo: float | None = None, hi: float | None = None, *,
-            stage: str | None, choices: tuple[str, ...] = (), resumable: bool | None = None) -> Any:
+            stage: str | None, choices: tuple[str, ...] = (), resumable: bool | None = None,
+            tune: tuple[str, str, str]) -> Any:
     """A ``Config`` field that carries the facts about its setting in its metadata.
 
     ``why``: what the value does (help text, and the reason in range errors). ``lo``..``hi``:
@@ -57,12 +58,14 @@ def setting(default: Any, why: str, lo: float | None = None, hi: float | None = 
     ``stage``: the first stage of a run whose output the setting changes (corpus, tokenizer,
     train, samples, budgets), None when it changes no output (a name, a speed knob, a guard).
     ``resumable``: whether a resumed run may change it; by default only the settings that do
-    not change the trained model may.
+    not change the trained model may. ``tune``: when to change it, which way, and what it
+    costs: the tuning guide that the book's hyperparameter chapter renders for every setting.
     """
     if resumable is None:
         resumable = stage not in TRAINING_STAGES
     facts = {"why": why, "range": None if lo is None else (lo, hi), "stage": stage,
-             "choices": choices, "resumable": resumable}
+             "choices": choices, "resumable": resumable,
+             "tune": dict(zip(("when", "way", "cost"), tune))}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=facts)
     return field(default=default, metadata=facts)
@@ -72,92 +75,244 @@ def setting(default: Any, why: str, lo: float | None = None, hi: float | None = 
 class Config:
     """The resolved configuration of one run; ``tinylm train --help`` lists every field."""
 
-    name: str = setting("default", "the preset the run started from", stage=None)
+    name: str = setting("default", "the preset the run started from", stage=None,
+                        tune=("you write a preset of your own",
+                              "a plain folder name: runs are named after it",
+                              "none: it changes no output"))
     seed: int = setting(1337, "seeds the corpus split, the initial weights, the batch order and "
-                        "the samples", 0, 2**31 - 1, stage="corpus")
+                        "the samples", 0, 2**31 - 1, stage="corpus",
+                        tune=("you want to know whether a difference between runs is luck",
+                              "any other value; compare several",
+                              "a whole new run: the seed also draws the corpus split"))
     # corpus
     languages: list[str] = setting(["en", "es"], "language codes of the corpus; each gets a tag "
-                                   "token such as <|en|>", stage="corpus")
+                                   "token such as <|en|>", stage="corpus",
+                                   tune=("you want other or more languages (en, es, fr, de, it "
+                                         "are embedded)",
+                                         "add languages for a model of all of them",
+                                         "each language adds its text to every epoch and shares "
+                                         "the vocabulary"))
     bytes_per_language: int = setting(4_000_000, "target size of the embedded corpus per "
                                       "language; it has about 4 MB of each", 10_000, 4_500_000,
-                                      stage="corpus")
+                                      stage="corpus",
+                                      tune=("validation loss turns up while training loss falls "
+                                            "(raise), or to try settings quickly (lower)",
+                                            "up to all of the embedded text",
+                                            "time per epoch grows in proportion; memory only for "
+                                            "the token files"))
     val_fraction: float = setting(0.1, "share of whole chapters/documents held out for validation",
-                                  0.01, 0.5, stage="corpus")
+                                  0.01, 0.5, stage="corpus",
+                                  tune=("the validation loss is too noisy to compare runs "
+                                        "(raise), or text is scarce (lower)",
+                                        "a small share",
+                                        "text held out is not trained on; evaluation grows with "
+                                        "it"))
     corpus_path: str = setting("", "your own text: a file or a folder of *.en.txt / *.es.txt",
-                               stage="corpus")
+                               stage="corpus",
+                               tune=("you train on your own text",
+                                     "a file or a folder of *.en.txt / *.es.txt files",
+                                     "time grows with the amount of text"))
     corpus_language: str = setting("", "language of corpus files whose name does not say it",
-                                   stage="corpus")
+                                   stage="corpus",
+                                   tune=("your files' names do not say their language",
+                                         "a language code",
+                                         "none"))
     corpus_url: str = setting("", "download once into the cache and check corpus_sha256",
-                              stage="corpus")
-    corpus_sha256: str = setting("", "SHA-256 hex digest of the file at corpus_url", stage="corpus")
-    max_download_mb: int = setting(200, "refuse downloads larger than this", 1, 10_000, stage=None)
+                              stage="corpus",
+                              tune=("your text is a file on the web",
+                                    "its URL, with corpus_sha256",
+                                    "one download into the cache"))
+    corpus_sha256: str = setting("", "SHA-256 hex digest of the file at corpus_url", stage="corpus",
+                                 tune=("you set corpus_url",
+                                       "the file's digest (`sha256sum FILE`)",
+                                       "none: a download that does not match is refused"))
+    max_download_mb: int = setting(200, "refuse downloads larger than this", 1, 10_000, stage=None,
+                                   tune=("a download is refused as too large",
+                                         "raise it to the file's size",
+                                         "disk and download time"))
     # tokenizer
     vocab_size: int = setting(4096, "BPE vocabulary; token ids are stored as uint16",
-                              260, MAX_VOCAB, stage="tokenizer")
+                              260, MAX_VOCAB, stage="tokenizer",
+                              tune=("text is cut into many short pieces (raise), or the embedding "
+                                    "holds most of the parameters (lower)",
+                                    "raise for fewer tokens per byte, lower for a smaller model",
+                                    "V x C embedding and output-layer weights, and output-layer "
+                                    "time per token; compare runs in bits per byte"))
     # corpus size, shape, dropout and epochs: the best validation bits per byte in a few
     # minutes of this machine's training (benchmarks/quality/budget_sweep.py, README there):
     # with all of the text a small model does not memorise it in a few epochs, so it needs no
     # dropout, which also makes each step cheaper; 2 layers beat 3 and 4 at equal time.
     block_size: int = setting(128, "context length in tokens: the training window and the "
-                              "model's context", 8, 2048, stage="train")
-    n_layer: int = setting(2, "transformer blocks", 1, 48, stage="train")
-    n_head: int = setting(4, "attention heads", 1, 64, stage="train")
-    n_embd: int = setting(128, "model width", 16, 4096, stage="train")
+                              "model's context", 8, 2048, stage="train",
+                              tune=("the model should use a longer context",
+                                    "raise for longer context, lower to save time",
+                                    "attention per token grows with T, activations and the KV "
+                                    "cache with T"))
+    n_layer: int = setting(2, "transformer blocks", 1, 48, stage="train",
+                           tune=("training and validation loss stay high and close together (the "
+                                 "model is too small)",
+                                 "raise for capacity",
+                                 "the blocks' weights, activations and time grow in proportion; "
+                                 "a larger model needs more steps"))
+    n_head: int = setting(4, "attention heads", 1, 64, stage="train",
+                          tune=("rarely; n_embd must be a multiple of it",
+                                "more heads are narrower heads",
+                                "little at this size"))
+    n_embd: int = setting(128, "model width", 16, 4096, stage="train",
+                          tune=("training and validation loss stay high and close together (the "
+                                "model is too small)",
+                                "raise for capacity (a multiple of n_head)",
+                                "the blocks' weights and matrix products grow with C squared, "
+                                "the embeddings and activations with C"))
     dropout: float = setting(0.0, "dropout probability on the embeddings and residual branches",
-                             0.0, 0.9, stage="train")
+                             0.0, 0.9, stage="train",
+                             tune=("validation loss turns up while training loss falls, and there "
+                                   "is no more text",
+                                   "raise from 0 to regularise",
+                                   "slower learning per step, and a random mask per step"))
     # training
     epochs: int = setting(3, "passes over the training windows", 1, 1000, stage="train",
-                          resumable=True)  # a resumed run may train longer
+                          resumable=True,  # a resumed run may train longer
+                          tune=("validation loss still falls at the end (raise) or turns up "
+                                "(lower)",
+                                "more passes over the same text",
+                                "time in proportion; a resumed run may raise it"))
     batch_size: int = setting(32, "windows per optimizer step, over all processes: with nproc N "
-                              "each takes batch_size / N of them", 1, 4096, stage="train")
-    learning_rate: float = setting(3e-3, "peak AdamW learning rate", 1e-6, 1.0, stage="train")
+                              "each takes batch_size / N of them", 1, 4096, stage="train",
+                              tune=("memory is short (lower), or the loss is noisy from step to "
+                                    "step (raise)",
+                                    "the global batch, whatever nproc is",
+                                    "activations grow with B; a step takes longer, a window less"))
+    learning_rate: float = setting(3e-3, "peak AdamW learning rate", 1e-6, 1.0, stage="train",
+                                   tune=("the loss climbs above ln V or jumps (lower), or barely "
+                                         "moves (raise)",
+                                         "lower for larger models",
+                                         "none per step; the setting that matters most"))
     min_lr_ratio: float = setting(0.1, "the cosine schedule ends at learning_rate * min_lr_ratio",
-                                  0.0, 1.0, stage="train")
-    warmup_steps: int = setting(100, "steps of linear warmup", 0, 1_000_000, stage="train")
+                                  0.0, 1.0, stage="train",
+                                  tune=("the last steps are still noisy (lower), or the end of a "
+                                        "run learns too little (raise)",
+                                        "the floor of the cosine, as a share of the peak",
+                                        "none"))
+    warmup_steps: int = setting(100, "steps of linear warmup", 0, 1_000_000, stage="train",
+                                tune=("the first steps spike or diverge (raise), or a short run "
+                                      "spends much of itself warming up (lower)",
+                                      "a small share of all steps",
+                                      "none"))
     weight_decay: float = setting(0.1, "AdamW decoupled weight decay on matrices", 0.0, 1.0,
-                                  stage="train")
-    beta1: float = setting(0.9, "AdamW first-moment decay", 0.0, 0.9999, stage="train")
-    beta2: float = setting(0.95, "AdamW second-moment decay", 0.0, 0.99999, stage="train")
+                                  stage="train",
+                                  tune=("the model overfits (raise) or underfits (lower)",
+                                        "pulls the matrices towards zero at every step",
+                                        "none"))
+    beta1: float = setting(0.9, "AdamW first-moment decay", 0.0, 0.9999, stage="train",
+                           tune=("rarely: momentum over about 1 / (1 - beta1) steps",
+                                 "lower to follow new gradients sooner",
+                                 "none"))
+    beta2: float = setting(0.95, "AdamW second-moment decay", 0.0, 0.99999, stage="train",
+                           tune=("loss spikes at a high learning rate (lower), or steps are noisy "
+                                 "(raise)",
+                                 "lower: v forgets a gradient spike sooner",
+                                 "none"))
     grad_clip: float = setting(1.0, "max gradient norm; 0 disables clipping", 0.0, 1000.0,
-                               stage="train")
+                               stage="train",
+                               tune=("the gradient norm spikes now and then",
+                                     "lower to clip more often; 0 turns it off",
+                                     "one norm per step; keeps a spike from entering AdamW's "
+                                     "moments at full size"))
     dtype: str = setting("auto", "float format of training; auto: bf16 autocast where the "
-                         "hardware has it", stage="train", choices=("auto", "bf16", "fp32"))
+                         "hardware has it", stage="train", choices=("auto", "bf16", "fp32"),
+                         tune=("results must match another machine exactly, or the hardware lacks "
+                               "bf16 units",
+                               "auto picks bf16 where the hardware has it; fp32 everywhere else",
+                               "bf16 halves the bytes of matrix products and changes the loss "
+                               "slightly"))
     device: str = setting("auto", "where to train and sample; auto: cuda when a GPU is visible",
-                          stage=None, choices=("auto", "cpu", "cuda"))
+                          stage=None, choices=("auto", "cpu", "cuda"),
+                          tune=("a GPU is visible and you want the CPU, or the reverse",
+                                "auto picks cuda when it can",
+                                "none on the result beyond rounding"))
     compile: bool = setting(False, "torch.compile the model (pays off only on long runs)",
-                            stage=None)
+                            stage=None,
+                            tune=("a run is long: compiling pays back over many steps",
+                                  "true for long runs",
+                                  "compile time at the start; falls back to the plain model if "
+                                  "compiling fails"))
     threads: int = setting(0, "torch threads per process; 0 means one per physical core, shared "
-                           "among the processes", 0, 1024, stage=None)
+                           "among the processes", 0, 1024, stage=None,
+                           tune=("other programs share the CPU, or steps are slow",
+                                 "at most the physical cores; fewer on a busy machine",
+                                 "none on the result"))
     # batch_size is the global batch, so the number of processes changes the speed, not the
     # model (up to the order of floating-point sums): a speed knob like threads, which a
     # resumed run may change (it continues from the same global position)
     nproc: int = setting(1, "training processes on this machine (data parallel, started with "
                          "torchrun); the global batch batch_size is split among them", 1, 1024,
-                         stage=None)
+                         stage=None,
+                         tune=("each process can have its own GPU, or processes beat threads on "
+                               "this machine",
+                               "up to the devices or cores",
+                               "a model copy per process and one gradient all-reduce per step"))
     checkpoint_every: int = setting(500, "steps between mid-epoch checkpoints (last.pt)",
-                                    1, 10_000_000, stage=None)
+                                    1, 10_000_000, stage=None,
+                                    tune=("steps are long and a crash would lose many of them",
+                                          "lower to save more often",
+                                          "a write of the weights and AdamW's moments each time"))
     # generation and sample quality
-    sample_new_tokens: int = setting(64, "tokens generated per sample", 1, 4096, stage="samples")
+    sample_new_tokens: int = setting(64, "tokens generated per sample", 1, 4096, stage="samples",
+                                     tune=("samples are too short to judge, or too slow",
+                                           "the length of each sample",
+                                           "sampling time in proportion"))
     temperature: float = setting(0.8, "softmax temperature; 0 means greedy", 0.0, 10.0,
-                                 stage="samples")
+                                 stage="samples",
+                                 tune=("samples loop (raise) or wander off (lower); no retraining "
+                                       "needed",
+                                       "0 is greedy decoding",
+                                       "none"))
     top_k: int = setting(50, "sample among the k likeliest tokens; 0 disables", 0, MAX_VOCAB,
-                         stage="samples")
+                         stage="samples",
+                         tune=("samples pick odd, rare tokens (lower)",
+                               "0 keeps every token",
+                               "none"))
     # 0 keeps the likeliest token alone, as in transformers, so an exported model samples alike
     top_p: float = setting(0.95, "nucleus sampling mass; 1 disables, 0 keeps the likeliest token",
-                           0.0, 1.0, stage="samples")
+                           0.0, 1.0, stage="samples",
+                           tune=("samples pick odd, rare tokens (lower)",
+                                 "1 keeps every token, 0 only the likeliest",
+                                 "none"))
     repetition_penalty: float = setting(1.1, "penalises tokens already produced; 1 disables",
-                                        1.0, 10.0, stage="samples")
+                                        1.0, 10.0, stage="samples",
+                                        tune=("samples repeat a phrase (raise)",
+                                              "1 turns it off; too high also avoids the common "
+                                              "words a language needs",
+                                              "none"))
     max_repeated_4grams: float = setting(0.3, "share of repeated 4-grams above which a sample "
-                                         "fails", 0.0, 1.0, stage="samples")
+                                         "fails", 0.0, 1.0, stage="samples",
+                                         tune=("the sample check fails text you accept, or passes "
+                                               "loops",
+                                               "the share of repeated word 4-grams a sample may "
+                                               "have",
+                                               "none"))
     # budgets (chapter 10)
     budget_rss_mb: float = setting(400.0, "peak resident memory of inference, MB", 50, 1_000_000,
-                                   stage="budgets")
+                                   stage="budgets",
+                                   tune=("your deployment has a memory limit",
+                                         "set it to that limit",
+                                         "none: it is a check on the measured peak"))
     budget_p95_ms: float = setting(250.0, "95th percentile latency of one request, ms",
-                                   1, 1_000_000, stage="budgets")
+                                   1, 1_000_000, stage="budgets",
+                                   tune=("your users need answers within a time",
+                                         "set it to that time",
+                                         "none: it is a check on the measured latency"))
     budget_prompt_tokens: int = setting(16, "prompt length of a budget request", 1, 2048,
-                                        stage="budgets")
+                                        stage="budgets",
+                                        tune=("your requests have longer or shorter prompts",
+                                              "their typical length",
+                                              "the measurement's time"))
     budget_new_tokens: int = setting(64, "new tokens of a budget request", 1, 4096,
-                                     stage="budgets")
+                                     stage="budgets",
+                                     tune=("your requests generate more or fewer tokens",
+                                           "their typical length",
+                                           "latency grows with it"))
 
     # ------------------------------------------------------------------ helpers
     def to_dict(self) -> dict[str, Any]:

@@ -40,6 +40,15 @@ def test_every_setting_is_described_on_its_field():
             assert getattr(Config(), name) in facts["choices"], name
 
 
+def test_every_setting_says_when_to_change_it_which_way_and_what_it_costs():
+    """The tuning guide (the book's hyperparameter table) is rendered from the fields, so a new
+    setting cannot be left out of it."""
+    for name, f in FIELDS.items():
+        tune = f.metadata["tune"]
+        assert set(tune) == {"when", "way", "cost"}, name
+        assert all(isinstance(text, str) and text.strip() for text in tune.values()), name
+
+
 def test_derived_tables_are_the_spec():
     assert set(RESUMABLE_CHANGES) == RESUMABLE
     assert set(NOT_TRAINING) == NOT_TRAINING_SPEC
