@@ -13,7 +13,7 @@ from tinylm.model import GPT, GPTConfig
 
 def test_inference_is_measured_in_a_fresh_process(tmp_path):
     torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.0)
+    cfg = GPTConfig(vocab_size=260, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.0)
     save_checkpoint(tmp_path / "final.pt", {"model_config": cfg.to_dict(), "model": GPT(cfg).state_dict()})
     m = measure_inference(tmp_path / "final.pt", prompt_tokens=4, new_tokens=8, requests=7, warmup=1)
     assert m["pid"] != os.getpid() and m["peak_rss_mb"] > 0
