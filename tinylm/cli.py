@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tinylm import __version__, distributed
 from tinylm.budget import REQUESTS
-from tinylm.config import PRESETS, SAMPLING, Config, describe, load_preset
+from tinylm.config import EVALUATION, PRESETS, SAMPLING, Config, describe, load_preset
 from tinylm.errors import ConfigError, Interrupted, PrerequisiteError, TinyLMError
 
 EXAMPLES = """examples (every command works on runs/<preset>, runs/default without --preset,
@@ -163,6 +163,8 @@ def _parser() -> argparse.ArgumentParser:
     _run_options(e, reads=True)
     e.add_argument("--requests", type=int, default=REQUESTS, help="inference requests to time")
     e.add_argument("--json", action="store_true", help="one JSON object on stdout; text on stderr")
+    _add_config_flags(e, EVALUATION, "samples and budgets (the run's own settings unless given; "
+                                     "the defaults below are a new run's)")
 
     c = sub.add_parser("check", help="check the prerequisites of this machine, and estimate a "
                        "run's time (a few seconds of measurement)")
@@ -252,14 +254,16 @@ def _ask_resume(checkpoints_dir: Path) -> bool | None:
     return True if answer.startswith("r") else (False if answer.startswith("f") else None)
 
 
-def _load_run(args: argparse.Namespace):
+def _load_run(args: argparse.Namespace, **overrides):
+    """The trained run a command reads, with its own settings (``overrides`` changed)."""
     from tinylm.stages import Run
 
     run_dir = _run_dir(args)
     if not (run_dir / "config.json").is_file():
         raise TinyLMError(f"{run_dir} is not a tinylm run directory (no config.json)",
                           "train first (tinylm train --output-dir DIR) or point --output-dir at a run.")
-    return Run(run_dir, Config.load(run_dir / "config.json"), progress=True, resume=True)
+    cfg = Config.load(run_dir / "config.json").replace(**overrides)
+    return Run(run_dir, cfg, progress=True, resume=True)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -323,7 +327,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from tinylm.evaluate import raise_if_checks_failed, training_checks
 
     with _stdout_to_stderr(args.json):  # --json: stdout holds the JSON object alone
-        run = _load_run(args)
+        run = _load_run(args, **_given(args))
         with run.locked():
             run.require_trained()
             metrics = run.train()

@@ -440,6 +440,8 @@ CORPUS_KEYS = tuple(f.name for f in _FIELDS if f.metadata["stage"] == "corpus")
 NOT_TRAINING = tuple(f.name for f in _FIELDS if f.metadata["stage"] not in TRAINING_STAGES)
 #: The settings that decide a sample of a trained model (``tinylm generate``'s flags).
 SAMPLING = ("sample_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
+#: The settings of a trained run's samples and budgets (``tinylm evaluate``'s flags).
+EVALUATION = tuple(f.name for f in _FIELDS if f.metadata["stage"] in ("samples", "budgets"))
 
 
 def default(name: str) -> Any:

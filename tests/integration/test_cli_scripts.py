@@ -106,6 +106,17 @@ def test_evaluate_json(run_dir):
         assert "error: " in out.stderr and "what to do: " in out.stderr
 
 
+def test_evaluate_takes_the_sample_and_budget_settings(run_dir):
+    before = (run_dir / "config.json").read_bytes()
+    out = tinylm("evaluate", "--output-dir", str(run_dir), "--requests", "3", "--json",
+                 "--temperature", "0", "--budget-rss-mb", "100000", "--budget-p95-ms", "90000")
+    report = json.loads(out.stdout)
+    assert report["samples"]["settings"]["temperature"] == 0.0, out.stderr[-2000:]
+    assert {c["name"]: c["limit"] for c in report["budgets"]["checks"]} == \
+        {"peak RSS": 100000.0, "p95 latency": 90000.0}
+    assert (run_dir / "config.json").read_bytes() == before  # the run's own settings stay
+
+
 def png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"

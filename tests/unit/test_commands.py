@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tinylm import budget, cli, estimate, generate
-from tinylm.config import SAMPLING, Config, describe, load_preset
+from tinylm.config import EVALUATION, SAMPLING, Config, describe, load_preset
 
 
 def flags(command: str) -> dict[str, str]:
@@ -22,6 +22,14 @@ def test_generate_takes_the_sampling_settings_by_their_names():
     for name in SAMPLING:
         assert got[f"--{name.replace('_', '-')}"] == describe(name)
     assert "--max-new-tokens" not in got
+
+
+def test_evaluate_takes_the_settings_of_samples_and_budgets():
+    got = flags("evaluate")
+    assert set(EVALUATION) >= {"temperature", "max_repeated_4grams", "budget_p95_ms"}
+    for name in EVALUATION:
+        assert got[f"--{name.replace('_', '-')}"] == describe(name)
+    assert "--epochs" not in got and "--seed" not in got  # they would change the trained model
 
 
 def test_check_takes_every_setting_flag_as_train_does():
