@@ -32,12 +32,10 @@ from tinylm.corpus import EOT
 from tinylm.errors import CheckpointError, ConfigError, PrerequisiteError, TinyLMError
 from tinylm.files import TMP_SUFFIX, atomic_write_bytes, atomic_write_text, write_json
 from tinylm.model import GPT
-from tinylm.stages import CHECKPOINTS
+from tinylm.stages import CHECKPOINTS, OWN_EXPORT
 from tinylm.tokenizer import load_tokenizer, special_ids
 
 FORMATS = ("hf",)
-#: The one folder inside a run that an export may write: the run's own export (chapter 10's).
-OWN_EXPORT = "hf"
 #: tinylm parameter name (inside ``blocks.<i>.``) -> GPT-2 name (inside ``transformer.h.<i>.``).
 BLOCK_NAMES = {"ln1": "ln_1", "attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj",
                "ln2": "ln_2", "mlp.fc": "mlp.c_fc", "mlp.proj": "mlp.c_proj"}

@@ -140,6 +140,15 @@ class RunLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
 
+    def held_by_parent(self) -> bool:
+        """True when the process that started this one holds the lock and shares it
+        (``TINYLM_LOCK_PID``): the pipeline, for the chapters it runs in its kernels."""
+        try:
+            pid = int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        return pid != os.getpid() and _ours(pid) and _alive(pid)
+
     def release(self) -> None:
         if self._fd is None:
             return

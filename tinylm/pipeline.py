@@ -25,6 +25,7 @@ from pathlib import Path
 from tinylm import errors
 from tinylm.config import EXAMPLES_DIR, NOT_TRAINING, Config, check_resume, load_preset
 from tinylm.errors import ConfigError, PrerequisiteError, TinyLMError
+from tinylm.files import RunLock
 from tinylm.stages import Run
 
 _HERE = Path(__file__).resolve().parent
@@ -55,24 +56,76 @@ class ChapterRun(Run):
     def resume_command(self, command: str = "train") -> str:
         return NOTEBOOK_RESUME_HINT
 
+    def keep_model(self) -> None:
+        """Refuse, before any stage is rebuilt, to open a folder whose model this chapter
+        would train over: one trained with other settings (or by other code or data), or an
+        unfinished one, unless ``resume`` is True and a resume may make the change."""
+        final = self.checkpoints_dir / "final.pt"
+        if self.is_trained() or not (self.has_checkpoints() or final.exists()):
+            return
+        if self.resume:
+            self.check_resume()  # names every setting a resume may not change
+            return
+        held = _stamped_config(self.checkpoints_dir) or _stamped_config(self.dir, "config.json")
+        differ = {k: [v, getattr(self.cfg, k, None)] for k, v in (held or {}).items()
+                  if k not in NOT_TRAINING and v != getattr(self.cfg, k, None)}
+        if not final.exists():
+            what = "the checkpoints of an unfinished training"
+        elif differ:
+            what = "a model trained with other settings (" + ", ".join(
+                f"{k}: {old!r} there, {new!r} here" for k, (old, new) in sorted(differ.items())) + ")"
+        else:
+            what = "a model that tinylm's current code or data would not make the same way"
+        raise ConfigError(
+            f"{self.dir} holds {what}; this chapter would train a new model over it",
+            "set resume = True to continue it (only epochs and the settings that do not change "
+            "the model may differ), config = {} to open the run as it is, or another run_dir "
+            f"(None: the book's runs, a folder per configuration); to replace the model, delete "
+            f"{self.checkpoints_dir} first.")
+
 
 def chapter_run(run_dir: str | Path | None, config: dict, resume: bool) -> ChapterRun:
     """The run a chapter works on, from its parameters cell; every chapter opens it so.
 
     ``config`` overrides the quick preset (the pipeline passes a whole configuration).
-    ``run_dir`` from the pipeline is used as it is. None, a reader's default, means the
-    book's own runs, one folder per configuration (``book_run_dir``): trying a setting in
-    one chapter trains a model beside the others, and opening the next chapter with other
-    settings never deletes it. With ``resume`` True, a configuration's new folder starts from
-    the checkpoints of the book's run that differs only in settings a resume may change, so
-    ``config = {"epochs": 6}`` continues the three epochs already trained.
+    None, a reader's default ``run_dir``, means the book's own runs, one folder per
+    configuration (``book_run_dir``): trying a setting in one chapter trains a model beside
+    the others, and opening the next chapter with other settings never deletes it. With
+    ``resume`` True, a configuration's new folder starts from the checkpoints of the book's
+    run that differs only in settings a resume may change, so ``config = {"epochs": 6}``
+    continues the three epochs already trained.
+
+    A folder the reader names is opened as it is when ``config`` is empty (with its
+    ``config.json``); a model in it is never trained over unless ``resume`` is True and only
+    resumable settings differ (``ChapterRun.keep_model``). The pipeline's own ``run_dir``
+    is used as it is: the pipeline holds the folder and has decided with its user.
     """
-    cfg = load_preset("quick", **config)
     if run_dir is None:
+        cfg = load_preset("quick", **config)
         run_dir = book_run_dir(cfg)
         if resume:
             _start_from_earlier_run(cfg, run_dir)
-    return ChapterRun(run_dir, cfg, resume=resume)
+        return ChapterRun(run_dir, cfg, resume=resume)
+    stored = Path(run_dir) / "config.json"
+    if not config and stored.is_file():
+        cfg = Config.load(stored)
+    else:
+        cfg = load_preset("quick", **config)
+    run = ChapterRun(run_dir, cfg, resume=resume)
+    if not RunLock(run.dir).held_by_parent():
+        run.keep_model()
+    return run
+
+
+def _stamped_config(folder: Path, name: str = "fingerprint.json") -> dict | None:
+    """The configuration recorded in ``folder/name`` (a stage's stamp, or config.json)."""
+    try:
+        values = json.loads((folder / name).read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(values, dict) and name == "fingerprint.json":
+        values = values.get("config")
+    return values if isinstance(values, dict) else None
 
 
 def book_runs_dir() -> Path:

@@ -34,6 +34,8 @@ from tinylm.files import RunLock, sha256_file, write_json
 #: The files each stage writes; a stage missing one is not fresh, whatever its fingerprint.
 OUTPUTS = {"corpus": ("train.txt", "val.txt", "stats.json"), "tokenizer": ("tokenizer.json",),
            "tokens": ("train.bin", "val.bin", "meta.json"), "train": ("final.pt",)}
+#: The one folder inside a run that an export may write: the run's own (chapter 10's).
+OWN_EXPORT = "hf"
 #: The checkpoints a training writes, by the names that choose them (--checkpoint).
 CHECKPOINTS = ("final", "best", "last")
 #: The modules whose code decides each stage's output. Their code is part of the stage's
@@ -298,16 +300,34 @@ class Run:
                               progress=self.progress,
                               tokenizer_sha256=sha256_file(self.tokenizer_dir / "tokenizer.json"),
                               resume_hint=self.resume_command())
-            if master:
-                if resume is False and self.checkpoints_dir.exists():  # --fresh: only now, when
-                    shutil.rmtree(self.checkpoints_dir)                # nothing can refuse any more
-                    self.metrics_path.unlink(missing_ok=True)
+            if master:  # only now, when nothing can refuse any more
+                self._forget_model(fresh=resume is False)
                 self.cfg.save(self.dir / "config.json")
             metrics = trainer.fit()
             if master:
                 self.mark_current("train", self.checkpoints_dir)
         _done("training", t0, self.progress)
         return metrics
+
+    def _forget_model(self, fresh: bool) -> None:
+        """Before training changes the model, remove what the old one produced (its samples,
+        budgets and loss plot) and, starting fresh, the old model itself: its checkpoints,
+        metrics and its export ``RUN/hf``. Only tinylm's own files: the export only when it
+        is one (its config.json names a tinylm version)."""
+        for path in (self.samples_path, self.budgets_path, self.dir / "loss_curves.png"):
+            path.unlink(missing_ok=True)
+        if not fresh:
+            return
+        if self.checkpoints_dir.exists():
+            shutil.rmtree(self.checkpoints_dir)
+        self.metrics_path.unlink(missing_ok=True)
+        export = self.dir / OWN_EXPORT
+        try:
+            ours = "tinylm_version" in json.loads((export / "config.json").read_text())
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if ours and not export.is_symlink():
+            shutil.rmtree(export)
 
     def _prepare_training(self) -> bool | None:
         """None when the run is trained already; else, once the resume rule and the disk
