@@ -26,7 +26,7 @@ from tinylm import errors
 from tinylm.config import EXAMPLES_DIR, NOT_TRAINING, Config, check_resume, load_preset
 from tinylm.errors import ConfigError, PrerequisiteError, TinyLMError
 from tinylm.files import RunLock
-from tinylm.stages import Run
+from tinylm.stages import OWN_EXPORT, Run
 
 _HERE = Path(__file__).resolve().parent
 #: The chapters: inside the package when installed (package data), beside it in a checkout.
@@ -164,7 +164,8 @@ def _start_from_earlier_run(cfg: Config, run_dir: Path) -> None:
             found.append((last.stat().st_mtime_ns, folder))
     if found:
         shutil.copytree(max(found)[1], run_dir, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns(".lock", "notebooks"))
+                        ignore=shutil.ignore_patterns(".lock", "notebooks", "pipeline.json",
+                                                      OWN_EXPORT))  # the shorter model's
 
 
 def chapter_paths(selection: list[str] | None = None) -> list[Path]:

@@ -100,3 +100,20 @@ def test_fresh_removes_what_the_old_model_produced_and_only_that(d):
     assert not any((folder / name).exists() for name in own) and not (folder / "hf").exists()
     assert (folder / "notes.txt").read_text() == "mine" and (folder / "exports" / "config.json").exists()
     assert (folder / "checkpoints" / "final.pt").read_bytes() != old_final
+
+
+def test_a_book_run_continued_in_a_copy_leaves_the_shorter_models_export_behind(tmp_path):
+    from tinylm.pipeline import _start_from_earlier_run
+
+    cfg = load_preset("quick")
+    earlier = tmp_path / "book" / "quick-earlier"
+    (earlier / "checkpoints").mkdir(parents=True)
+    (earlier / "checkpoints" / "last.pt").write_bytes(b"the shorter model")
+    cfg.save(earlier / "config.json")
+    (earlier / "hf").mkdir()
+    (earlier / "hf" / "config.json").write_text('{"tinylm_version": "0"}')
+    (earlier / "pipeline.json").write_text("{}")
+    longer = tmp_path / "book" / "quick-longer"
+    _start_from_earlier_run(cfg.replace(epochs=6), longer)
+    assert (longer / "checkpoints" / "last.pt").read_bytes() == b"the shorter model"
+    assert not (longer / "hf").exists() and not (longer / "pipeline.json").exists()
