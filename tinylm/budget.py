@@ -19,8 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+from tinylm.checkpoint import load_model
 from tinylm.config import default
 from tinylm.errors import ValidationError
+from tinylm.runtime import autocast, resolve_device, set_threads
 
 #: Requests timed per measurement, after the warm-up.
 REQUESTS = 30
@@ -37,8 +39,6 @@ def measure_inference(checkpoint: Path, prompt_tokens: int = default("budget_pro
     (``benchmarks/serving/inference.py --threads 2`` measures it). 0 = one per core.
     ``device`` is "cpu", "cuda" or "auto"; a missing GPU is refused here, before the child.
     """
-    from tinylm.runtime import resolve_device
-
     cmd = [sys.executable, "-m", "tinylm.budget", str(checkpoint), "--prompt-tokens", str(prompt_tokens),
            "--new-tokens", str(new_tokens), "--requests", str(requests), "--warmup", str(warmup),
            "--threads", str(threads), "--device", resolve_device(device).type]
@@ -97,8 +97,6 @@ def saved_activation_bytes(model, x, y, device, dtype) -> int:
     """
     import torch
 
-    from tinylm.runtime import autocast
-
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
     kept: dict[int, int] = {}
 
@@ -137,9 +135,7 @@ def _child(argv: list[str]) -> None:
     import numpy as np
     import torch
 
-    from tinylm.generate import generate_ids
-    from tinylm.checkpoint import load_model
-    from tinylm.runtime import set_threads
+    from tinylm.generate import generate_ids  # torch: only the measured process loads it
 
     threads = set_threads(a.threads)
     device = torch.device(a.device)

@@ -9,6 +9,7 @@ without paying for the import.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import pickle
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm import __version__
+from tinylm.config import RANGES
 from tinylm.errors import CheckpointError
 from tinylm.files import atomic_write_bytes, atomic_write_text, sha256_file
 
@@ -115,7 +117,7 @@ def load_model(path: Path, device: Any = "cpu"):
     Lives here rather than beside the trainer so that a process that only serves the model
     (the budget measurement, ``tinylm generate``) never imports the training code.
     """
-    from tinylm.model import GPT
+    from tinylm.model import GPT  # torch: only once a model is loaded
 
     path = Path(path)
     state = load_checkpoint(path, device)
@@ -132,10 +134,7 @@ def load_model(path: Path, device: Any = "cpu"):
 def _model_config(state: dict[str, Any], path: Path):
     """The checkpoint's ``GPTConfig``, every value of the type and range its setting has
     in ``Config``: a damaged or foreign one is refused before it can size a model."""
-    import dataclasses
-
-    from tinylm.config import RANGES
-    from tinylm.model import GPTConfig
+    from tinylm.model import GPTConfig  # torch: only once a model is loaded
 
     saved = state.get("model_config")
     fields = {f.name: f.type for f in dataclasses.fields(GPTConfig)}

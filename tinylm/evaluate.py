@@ -17,6 +17,8 @@ import torch
 from tinylm.config import SAMPLING
 from tinylm.data import TokenDataset, language_of_positions
 from tinylm.distributed import all_reduce_sum
+from tinylm.errors import ValidationError
+from tinylm.generate import generate
 from tinylm.runtime import autocast
 
 
@@ -149,8 +151,6 @@ def sample_report(model, tokenizer, cfg, per_language: int) -> dict:
     samples' language is "not measured" (listed in ``language_not_measured``), never
     failed, so that a corpus in such a language can pass on repetition alone.
     """
-    from tinylm.generate import generate
-
     samples = []
     for lang in cfg.languages:
         measured = lang in STOPWORDS
@@ -211,8 +211,6 @@ def describe_check(check: dict) -> str:
 
 def raise_if_checks_failed(checks: dict, samples: dict, samples_path: str = "samples.json") -> None:
     """Stop with ``ValidationError`` (exit 5) when a training check or a sample failed."""
-    from tinylm.errors import ValidationError
-
     if not checks["passed"]:
         bad = "; ".join(describe_check(c) for c in checks["checks"] if not c["passed"])
         raise ValidationError(f"training checks failed: {bad}",

@@ -32,7 +32,7 @@ from tinylm.corpus import EOT
 from tinylm.errors import CheckpointError, ConfigError, PrerequisiteError, TinyLMError
 from tinylm.files import TMP_SUFFIX, atomic_write_bytes, atomic_write_text, write_json
 from tinylm.model import GPT
-from tinylm.stages import CHECKPOINTS, OWN_EXPORT
+from tinylm.stages import CHECKPOINTS, OWN_EXPORT, Run
 from tinylm.tokenizer import load_tokenizer, special_ids
 
 FORMATS = ("hf",)
@@ -270,8 +270,6 @@ def _check_dest(run_dir: Path, dest: Path, force: bool) -> None:
 
 def _load(run_dir: Path, which: str):
     """``(model, checkpoint state, Run)`` of ``run_dir``'s ``which``.pt, or a refusal."""
-    from tinylm.stages import Run
-
     if not (run_dir / "config.json").is_file():
         raise TinyLMError(f"{run_dir} is not a tinylm run directory (no config.json)",
                           "point --output-dir at a trained run (tinylm train --output-dir DIR).")

@@ -106,7 +106,7 @@ def generate(model: GPT, tokenizer, prompt: str = "", lang: str = "en",
     >>> generate(model, tok, "In the beginning", lang="en")  # doctest: +SKIP
     ' God created the heaven and the earth...'
     """
-    from tinylm.tokenizer import lang_id, special_ids
+    from tinylm.tokenizer import lang_id, special_ids  # tokenizers: not in the budget's measured process
 
     eot = special_ids(tokenizer)["<|endoftext|>"]
     prompt_ids = [lang_id(tokenizer, lang)] + tokenizer.encode(prompt).ids

@@ -26,6 +26,7 @@ from tinylm import errors
 from tinylm.config import EXAMPLES_DIR, NOT_TRAINING, Config, check_resume, load_preset
 from tinylm.errors import ConfigError, PrerequisiteError, TinyLMError
 from tinylm.files import RunLock
+from tinylm.runtime import physical_cores
 from tinylm.stages import OWN_EXPORT, Run
 
 _HERE = Path(__file__).resolve().parent
@@ -238,8 +239,6 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
     notebooks = chapter_paths(chapters)
     for nb in notebooks:
         check_parameters(nb)
-    from tinylm.runtime import physical_cores
-
     workers = min(MAX_WORKERS, physical_cores())
     run_dir = Path(run_dir).resolve()
     run = Run(run_dir, cfg, progress=progress, resume=resume)

@@ -388,7 +388,7 @@ def plot_lr_schedule(cfg, steps_per_epoch: int, history: Sequence[dict] = ()) ->
     Drawn with ``tinylm.train.lr_at``, the function the trainer calls; epoch ends are
     ruled, and ``history`` (``training_metrics.json``'s) marks the rate each epoch ended on.
     """
-    from tinylm.train import lr_at
+    from tinylm.train import lr_at  # torch: `tinylm plot` draws from JSON without it
 
     total = cfg.epochs * steps_per_epoch
     steps = np.arange(total + 1)

@@ -23,10 +23,12 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from tinylm.budget import REQUESTS
-from tinylm.checkpoint import digest_path
+from tinylm import distributed
+from tinylm.budget import REQUESTS, check_budgets, measure_inference
+from tinylm.checkpoint import digest_path, load_model, load_resume_state
 from tinylm.config import (CORPUS_KEYS, NOT_TRAINING, RESUMABLE_CHANGES, Config, check_resume,
                            command_flags)
+from tinylm.corpus import CorpusStats, build_corpus
 from tinylm.errors import (CheckpointError, ConfigError, PrerequisiteError, TinyLMError,
                            TokenizerError, TrainingError)
 from tinylm.files import RunLock, sha256_file, write_json
@@ -214,8 +216,6 @@ class Run:
     # ------------------------------------------------------------ stages
     def corpus(self):
         """The cleaned train/val text and its statistics (``corpus/``)."""
-        from tinylm.corpus import CorpusStats, build_corpus
-
         if self.is_current("corpus", self.corpus_dir):
             return CorpusStats.load(self.corpus_dir / "stats.json")
         t0 = _phase("corpus", self.progress)
@@ -229,7 +229,7 @@ class Run:
 
     def tokenizer(self):
         """The byte-level BPE tokenizer trained on the training split (``tokenizer/``)."""
-        from tinylm.tokenizer import load_tokenizer, train_tokenizer
+        from tinylm.tokenizer import load_tokenizer, train_tokenizer  # numpy: once a stage runs
 
         if self.is_current("tokenizer", self.tokenizer_dir):
             return load_tokenizer(self.tokenizer_dir / "tokenizer.json")
@@ -244,8 +244,8 @@ class Run:
 
     def tokens(self) -> dict:
         """Both splits encoded to uint16 token files, and their ``meta.json``."""
-        from tinylm.data import load_meta
-        from tinylm.tokenizer import encode_corpus
+        from tinylm.data import load_meta  # torch: once a stage runs
+        from tinylm.tokenizer import encode_corpus  # numpy: once a stage runs
 
         if self.is_current("tokens", self.tokens_dir):
             return load_meta(self.tokens_dir)
@@ -279,8 +279,7 @@ class Run:
         runs this method in its process group: rank 0 decides, builds and writes as a single
         process would; the others wait for its decision, train, and write nothing.
         """
-        from tinylm import distributed
-        from tinylm.train import Trainer
+        from tinylm.train import Trainer  # torch: once a stage runs
 
         if self.cfg.nproc > 1 and not distributed.is_initialized():
             return self._train_in_processes()
@@ -348,8 +347,6 @@ class Run:
         """Build the earlier stages here, then train in ``cfg.nproc`` processes: ``tinylm
         train`` under torchrun, with this configuration, sharing this process's lock (rank 0
         shows the progress)."""
-        from tinylm import distributed
-
         distributed.require_gpus(self.cfg.device, self.cfg.nproc)
         with self.locked():
             resume = self._prepare_training()
@@ -377,8 +374,6 @@ class Run:
         setting that may not change), and each earlier stage's stamped fingerprint with the
         current one (catching corpus files that changed under the same settings).
         """
-        from tinylm.checkpoint import load_resume_state
-
         state, _ = load_resume_state(self.checkpoints_dir, quiet=True)
         old = Config.from_dict(json.loads(state["config"]))
         kept = old.replace(**{k: getattr(self.cfg, k) for k in RESUMABLE_CHANGES})
@@ -431,8 +426,6 @@ class Run:
 
     def trained_model(self, which: str = "final"):
         """``(model, state)`` of ``checkpoints/<which>.pt``, refusing a foreign tokenizer."""
-        from tinylm.checkpoint import load_model
-
         if which not in CHECKPOINTS:  # it becomes a file name
             raise ConfigError(f"unknown checkpoint {which!r}", f"use one of {', '.join(CHECKPOINTS)}.")
         model, state = load_model(self.checkpoints_dir / f"{which}.pt")
@@ -448,7 +441,7 @@ class Run:
 
     def samples(self, per_language: int = 3) -> dict:
         """Generate samples in every language and judge them; writes ``samples.json``."""
-        from tinylm.evaluate import sample_report
+        from tinylm.evaluate import sample_report  # torch: once a stage runs
 
         with self.locked():
             report = sample_report(self.model(), self.tokenizer(), self.cfg, per_language)
@@ -457,8 +450,6 @@ class Run:
 
     def budgets(self, requests: int = REQUESTS) -> dict:
         """Measure inference in a fresh process and check the budgets; writes ``budgets.json``."""
-        from tinylm.budget import check_budgets, measure_inference
-
         with self.locked():
             self.train()
             # on the device the model runs on: a GPU's latency, not the CPU's
