@@ -127,7 +127,7 @@ CROSS_REFERENCE = re.compile(r"\b(?:[Cc]hapters? \d+|[Ss]ections? \d+\.\d+|(?:Fi
 #: What is not a cross reference to link: references already, captions, code, math, targets.
 NOT_PROSE = re.compile(r"\{(?:doc|ref|numref|term)\}`[^`]*`|\*\*(?:Figure|Table|Listing) \d+\.\d+\*\*"
                        r"|```.*?```|`[^`\n]*`|\$\$.*?\$\$|\$[^$\n]*\$|^\(\S+\)=$", re.S | re.M)
-ROLE_TARGET = re.compile(r"\{(ref|numref|doc)\}`(?:[^`<]*<)?([^`>]+)>?`")
+ROLE_TARGET = re.compile(r"\{(ref|numref|doc|term)\}`(?:[^`<]*<)?([^`>]+)>?`")
 PAGES = ["intro.md", "glossary.md"]
 
 
@@ -168,12 +168,20 @@ def test_every_cross_reference_in_prose_is_a_link(name):
                           f"{{ref}}`Table 5.3 <table-5-3>`): {unlinked}")
 
 
+def _glossary_terms() -> set[str]:
+    """The terms of book/glossary.md's ``{glossary}`` directive (unindented lines), lower-cased."""
+    block = (BOOK_DIR / "glossary.md").read_text().split("```{glossary}")[1].split("```")[0]
+    return {line.strip().lower() for line in block.splitlines() if line.strip() and line[0] != " "}
+
+
 @pytest.mark.parametrize("name", CHAPTERS + PAGES)
 def test_every_reference_names_a_target_that_exists(name):
-    """A cheaper, earlier form of the strict build's check: labels and chapters that exist."""
-    labels, docs = _targets(), {*CHAPTERS, "glossary", "intro"}
+    """A cheaper, earlier form of the strict build's check: labels, chapters and glossary
+    terms that exist."""
+    labels, docs, terms = _targets(), {*CHAPTERS, "glossary", "intro"}, _glossary_terms()
+    known = {"doc": docs.__contains__, "term": lambda t: t.lower() in terms}
     missing = [target for text in _prose(name) for role, target in ROLE_TARGET.findall(text)
-               if (target not in docs if role == "doc" else target not in labels)]
+               if not known.get(role, labels.__contains__)(target)]
     assert not missing, f"{name}: references to targets that do not exist: {missing}"
 
 
@@ -200,3 +208,25 @@ def test_formatting_cells_are_folded_on_the_page_and_in_jupyterlab(name):
         f"{name}: no cell is folded behind a hide-input toggle"
     expanded = [c.id for c in hidden if not c.metadata.get("jupyter", {}).get("source_hidden")]
     assert not expanded, f"{name}: hidden on the page but shown as code in JupyterLab: {expanded}"
+
+
+#: The widest line of code the book's column shows without a sideways scroll bar
+#: (`make book-check` measures the rendered column).
+CODE_WIDTH = 88
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_code_on_the_page_fits_the_column(name):
+    """Visible code cells, and the code of solutions and examples in the text, are at most
+    ``CODE_WIDTH`` characters wide; folded cells (hide-input) are not on the page."""
+    wide = []
+    for cell in _read(name).cells:
+        if cell.cell_type == "code" and "hide-input" not in cell.metadata.get("tags", []):
+            lines = cell.source.splitlines()
+        elif cell.cell_type == "markdown":
+            lines = [line for block in re.findall(r"```[^\n]*\n(.*?)```", cell.source, re.S)
+                     for line in block.splitlines()]
+        else:
+            continue
+        wide += [f"{cell.id}: {line}" for line in lines if len(line) > CODE_WIDTH]
+    assert not wide, f"{name}: code lines wider than {CODE_WIDTH} characters:\n" + "\n".join(wide)
