@@ -185,6 +185,16 @@ def test_every_reference_names_a_target_that_exists(name):
     assert not missing, f"{name}: references to targets that do not exist: {missing}"
 
 
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_links_the_glossary_terms_it_uses(name):
+    """Each chapter links a glossary term where it first uses it, so a reader who meets the
+    word without its explanation is one click from it."""
+    linked = [t for text in _prose(name) for role, t in ROLE_TARGET.findall(text) if role == "term"]
+    assert linked, f"{name}: no {{term}} link to the glossary"
+    assert len(linked) == len({t.lower() for t in linked}), \
+        f"{name}: a term linked more than once (link only its first use): {sorted(linked)}"
+
+
 def test_the_reference_checks_find_plain_references_and_pass_links():
     assert unlinked_references("as chapter 4 shows, see Table 5.3 and section 7.1; Chapters 2 and 5") == \
         ["chapter 4", "Table 5.3", "section 7.1", "Chapters 2"]
