@@ -1,6 +1,7 @@
 """Helpers that the interruption and data-parallel tests share: preparing a run's token
-files once, waiting for a file a background run writes, copying a prepared run, and the part
-of training_metrics.json that two runs of the same training must agree on."""
+files once, waiting for a file a background run writes, copying a prepared run, and what two
+runs of the same training must agree on: their final checkpoints and the part of
+training_metrics.json that does not time anything."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,8 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+
+import torch
 
 
 def prepare(tmp_path_factory, cfg) -> Path:
@@ -40,3 +43,22 @@ def comparable(metrics: dict) -> dict:
     for record in m["history"]:
         record.pop("tokens_per_second")
     return m
+
+
+def assert_same_checkpoint(a: dict, b: dict) -> None:
+    """Two checkpoints hold the same training, bit for bit: the step, every weight, the
+    optimizer's state of every parameter (none missing on either side, every tensor and
+    number in it) and every setting of every parameter group (learning rate included)."""
+    assert a["step"] == b["step"]
+    assert a["model"].keys() == b["model"].keys()
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    oa, ob = a["optimizer"], b["optimizer"]
+    assert oa["param_groups"] == ob["param_groups"]
+    params = sorted(i for group in oa["param_groups"] for i in group["params"])
+    assert sorted(oa["state"]) == sorted(ob["state"]) == params  # every parameter has its state
+    for i in params:
+        sa, sb = oa["state"][i], ob["state"][i]
+        assert sa.keys() == sb.keys(), i
+        for key in sa:
+            assert torch.equal(torch.as_tensor(sa[key]), torch.as_tensor(sb[key])), (i, key)

@@ -33,7 +33,7 @@ from tinylm.config import load_preset
 from tinylm.data import EpochSampler
 from tinylm.errors import ConfigError
 
-from run_helpers import comparable, copy, prepare, wait_for
+from run_helpers import assert_same_checkpoint, comparable, copy, prepare, wait_for
 
 CLI = [sys.executable, "-m", "tinylm.cli"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
@@ -82,12 +82,7 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 def assert_same_training(run: Path, reference: Path, *, same_nproc: bool = True) -> None:
     """Bit for bit: final weights, optimizer state, every figure of training_metrics.json
     (but the processes per machine, ``nproc``, unless ``same_nproc``)."""
-    a, b = (load_checkpoint(d / "checkpoints" / "final.pt") for d in (run, reference))
-    assert a["step"] == b["step"]
-    for name in a["model"]:
-        assert torch.equal(a["model"][name], b["model"][name]), name
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
-        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert_same_checkpoint(*(load_checkpoint(d / "checkpoints" / "final.pt") for d in (run, reference)))
     ma, mb = (json.loads((d / "training_metrics.json").read_text()) for d in (run, reference))
     assert ma["status"] == "complete"
     if not same_nproc:

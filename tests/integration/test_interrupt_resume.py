@@ -22,7 +22,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -34,7 +33,7 @@ from tinylm.data import EpochSampler
 from tinylm.errors import ConfigError, Interrupted, TrainingError
 from tinylm.stages import Run
 
-from run_helpers import comparable, copy, prepare, wait_for
+from run_helpers import assert_same_checkpoint, comparable, copy, prepare, wait_for
 
 CLI = [sys.executable, "-m", "tinylm.cli"]
 TINY = dict(bytes_per_language=30_000, vocab_size=512, n_layer=1, n_embd=32, n_head=2,
@@ -68,13 +67,7 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 
 def assert_same_training(run: Path, reference: Path) -> None:
     """Final weights, optimizer state and every figure of training_metrics.json are equal."""
-    a, b = (load_checkpoint(d / "checkpoints" / "final.pt") for d in (run, reference))
-    assert a["step"] == b["step"]
-    assert a["model"].keys() == b["model"].keys()
-    for name in a["model"]:
-        assert torch.equal(a["model"][name], b["model"][name]), name
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
-        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert_same_checkpoint(*(load_checkpoint(d / "checkpoints" / "final.pt") for d in (run, reference)))
     ma, mb = (json.loads((d / "training_metrics.json").read_text()) for d in (run, reference))
     assert ma["status"] == "complete"
     assert comparable(ma) == comparable(mb)

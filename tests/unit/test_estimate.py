@@ -60,11 +60,38 @@ def test_a_long_estimate_comes_with_settings_that_fit():
     assert len(estimate.describe(cfg, fast)) == 1
 
 
-def test_the_measurement_trains_the_configured_shape():
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_the_measurement_trains_the_configured_shape(monkeypatch, dtype):
+    """Every measured step is a training step of the run's model: its shape, batch, window and
+    precision, with the loss the trainer uses, and the optimizer moves the weights."""
+    import torch
+
+    from tinylm.model import GPT, GPTConfig
+
     cfg = load_preset("quick", n_layer=1, n_embd=32, n_head=2, block_size=16, batch_size=4,
-                      vocab_size=300)
+                      vocab_size=300, dtype=dtype)
+    steps, models = [], []
+    real_forward = GPT.forward
+
+    def forward(self, idx, targets=None, **kwargs):
+        if not models:
+            models.append((self, {n: p.detach().clone() for n, p in self.named_parameters()}))
+        steps.append({"config": self.config, "idx": tuple(idx.shape), "targets": targets is not None,
+                      "training": self.training, "grad": torch.is_grad_enabled(),
+                      "autocast": torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu")
+                      else torch.float32, "logits": kwargs.get("return_logits", True)})
+        return real_forward(self, idx, targets, **kwargs)
+
+    monkeypatch.setattr(GPT, "forward", forward)
     tps = estimate.measure_tokens_per_second(cfg, seconds=0.2)
     assert math.isfinite(tps) and tps > 0
+    assert len(steps) >= 3  # the warmup steps, then measured ones
+    assert all(s == {"config": GPTConfig.from_config(cfg), "idx": (4, 16), "targets": True,
+                     "training": True, "grad": True, "logits": False,
+                     "autocast": torch.bfloat16 if dtype == "bf16" else torch.float32}
+               for s in steps), steps[0]
+    model, initial = models[0]
+    assert all(not torch.equal(p, initial[n]) for n, p in model.named_parameters())  # it stepped
 
 
 def test_only_a_long_training_is_measured_again(monkeypatch):

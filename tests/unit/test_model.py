@@ -155,16 +155,41 @@ def test_weight_decay_only_on_matrices():
     assert plain["weight_decay"] == 0.0 and all(p.dim() < 2 for p in plain["params"])
 
 
-def test_bf16_training_path_matches_fp32():
-    """The hand-written bf16 attention used under autocast computes the same function."""
+def test_bf16_training_path_matches_fp32(monkeypatch):
+    """The step a CPU trains with under bf16 autocast (the fused attention in fp32, the chunked
+    loss with bf16 matmuls) gives the fp32 loss and gradients up to bf16 rounding."""
+    import tinylm.model as model_module
+
+    kernels, loss_dtypes = [], []
+    real_kernel, real_loss = model_module.attention_kernel, model_module.ChunkedLinearCrossEntropy.apply
+
+    def kernel(*args, **kwargs):
+        kernels.append(real_kernel(*args, **kwargs))
+        return kernels[-1]
+
+    def chunked(x, weight, targets, dtype):
+        loss_dtypes.append(dtype)
+        return real_loss(x, weight, targets, dtype)
+
     model = make_model(3)
     x = torch.randint(0, CFG.vocab_size, (4, 24))
     y = torch.randint(0, CFG.vocab_size, (4, 24))
-    ref_logits, ref_loss = model(x, y)
+    _, ref_loss = model(x, y)  # fp32, the plain loss over the whole batch's logits
+    ref_loss.backward()
+    ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    monkeypatch.setattr(model_module, "attention_kernel", kernel)
+    monkeypatch.setattr(model_module.ChunkedLinearCrossEntropy, "apply", chunked)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits, loss = model(x, y)
-    assert abs(loss.item() - ref_loss.item()) < 0.02
-    assert (logits.float().softmax(-1) - ref_logits.softmax(-1)).abs().max() < 0.02
+        _, loss = model(x, y, return_logits=False)  # as train_step calls it
+    loss.backward()
+    assert set(kernels) == {"fused_fp32"} and len(kernels) == CFG.n_layer
+    assert loss_dtypes == [torch.bfloat16]  # the chunked loss, its matmuls in bf16
+    assert loss.dtype == torch.float32 and abs(loss.item() - ref_loss.item()) < 0.02
+    for name, p in model.named_parameters():
+        ref = ref_grads[name]
+        assert p.grad.dtype == torch.float32, name
+        assert (p.grad - ref).norm() <= 0.05 * ref.norm() + 1e-6, name
 
 
 def test_attention_maps_are_the_probabilities_the_forward_pass_uses():
