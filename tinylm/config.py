@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -45,6 +47,8 @@ MAX_VOCAB = 65_535
 TRAINING_STAGES = ("corpus", "tokenizer", "train")
 #: A SHA-256 digest: it becomes a file name in the download cache, so nothing else may pass.
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+#: A language code becomes a tag token (<|en|>) and part of corpus file names (book.en.txt).
+_LANG = re.compile(r"[a-z]{2,3}")
 #: A run's name becomes a folder name (runs/<name>, the book's runs): one plain path component.
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
 
@@ -355,6 +359,12 @@ class Config:
     # --------------------------------------------------------------- validation
     def validate(self) -> "Config":
         """Check every value; raise ``ConfigError`` naming the first bad one and the fix."""
+        for f in _FIELDS:  # a Config made in Python is not coerced: its types are checked here
+            value = getattr(self, f.name)
+            if not _of_kind(value, default(f.name)):
+                raise ConfigError(f"{f.name}={value!r:.80} is not {_KINDS[type(default(f.name))]}",
+                                  f"give {f.name} as {_KINDS[type(default(f.name))]}: "
+                                  f"{describe(f.name)}.")
         for key, (lo, hi, why) in RANGES.items():
             value = getattr(self, key)
             if not (lo <= value <= hi):
@@ -367,6 +377,20 @@ class Config:
                 f"languages={self.languages} must name one or more distinct languages",
                 "pass for example --languages en,es.",
             )
+        bad = [lang for lang in self.languages if not _LANG.fullmatch(lang)]
+        if bad:
+            raise ConfigError(f"languages={self.languages} has codes that are not 2 or 3 lower-case "
+                              f"letters: {bad}", "give ISO 639 codes such as en, es or pt, "
+                              "separated by commas (--languages en,pt).")
+        if self.corpus_language and self.corpus_language not in self.languages:
+            raise ConfigError(f"corpus_language={self.corpus_language!r} is not one of "
+                              f"languages={','.join(self.languages)}",
+                              f"set corpus_language to one of {', '.join(self.languages)}, or add "
+                              "it to --languages.")
+        for key in ("corpus_path", "corpus_url"):
+            if "\0" in getattr(self, key):
+                raise ConfigError(f"{key} contains a NUL character, which no path or URL can hold",
+                                  f"give {key} as a plain path or URL.")
         if not self.corpus_path and not self.corpus_url:
             bad = [lang for lang in self.languages if lang not in TRANSLATIONS]
             if bad:
@@ -515,31 +539,56 @@ def command_flags(cfg: Config) -> list[str]:
     return flags
 
 
+#: What a setting of each type takes, in words, for the messages.
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number",
+          list: "a comma-separated list of codes", str: "text"}
+
+
+def _of_kind(value: Any, like: Any) -> bool:
+    """Is ``value`` of the type of the setting whose default is ``like``? A bool is no
+    number, and a whole number is a valid float."""
+    if isinstance(like, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(like, bool)
+    if isinstance(like, list):
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if isinstance(like, int):
+        return isinstance(value, numbers.Integral)
+    if isinstance(like, float):
+        return isinstance(value, numbers.Real)
+    return isinstance(value, str)
+
+
 def _coerce(key: str, value: Any) -> Any:
-    """Turn strings from the command line or TOML into the field's type."""
+    """Turn a value from the command line (text), TOML or a notebook into the field's type,
+    refusing any other type: ``compile = 5`` or ``epochs = true`` is a mistake, not 1."""
     like = default(key)
     try:
-        if isinstance(like, bool):
-            if isinstance(value, str):
-                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+        if isinstance(value, str) and not isinstance(like, (list, str)):
+            text = value.strip().lower()
+            if isinstance(like, bool):
+                if text not in ("1", "0", "true", "false", "yes", "no"):
                     raise ValueError(value)
-                return value.lower() in ("1", "true", "yes")
-            return bool(value)
-        if isinstance(like, list):
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return [str(v).strip() for v in items if str(v).strip()]
-        if isinstance(like, int):
-            if isinstance(value, float) and not value.is_integer():
+                return text in ("1", "true", "yes")
+            return int(text) if isinstance(like, int) else float(text)
+        if isinstance(like, list) and isinstance(value, str):
+            value = value.split(",")
+        if isinstance(like, list) and isinstance(value, (list, tuple)):
+            value = [v.strip() if isinstance(v, str) else v for v in value]
+            value = [v for v in value if v != ""]
+        elif isinstance(like, str) and isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        elif isinstance(like, int) and not isinstance(like, bool) and isinstance(value, float):
+            if not value.is_integer():
                 raise ValueError(value)
-            return int(value)
-        if isinstance(like, float):
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"{key}={value!r} is not a valid {type(like).__name__}",
-            f"give {key} as a {type(like).__name__}, like the default {like!r}.",
-        ) from None
+            value = int(value)
+        if not _of_kind(value, like):
+            raise TypeError(value)
+        return float(value) if isinstance(like, float) else (int(value) if isinstance(like, int)
+                                                             and not isinstance(like, bool) else value)
+    except (TypeError, ValueError, OverflowError):
+        kind = _KINDS[type(like)]
+        raise ConfigError(f"{key}={value!r:.80} is not {kind}",
+                          f"give {key} as {kind}: {describe(key)}.") from None
 
 
 def load_preset(name: str = "default", /, **overrides: Any) -> Config:
@@ -557,9 +606,12 @@ def load_preset(name: str = "default", /, **overrides: Any) -> Config:
     if not path.is_file():
         raise ConfigError(f"preset file {path} not found", "check the path or the install.")
     try:
-        values = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"preset {path} is not valid TOML: {exc}", "fix the file.") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the preset {path}: {exc.strerror}",
+                          "check the path and its permissions.") from None
     values.setdefault("name", path.stem)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Config.from_dict(values).validate()

@@ -118,7 +118,7 @@ def test_config_other_validation():
         Config.from_dict({"epoch": 3})
     with pytest.raises(ConfigError, match="unknown preset"):
         load_preset("fastest")
-    with pytest.raises(ConfigError, match="not a valid int"):
+    with pytest.raises(ConfigError, match="is not a whole number"):
         load_preset("quick", epochs="three")
     with pytest.raises(ConfigError, match="no embedded"):
         Config(languages=["xx"]).validate()
