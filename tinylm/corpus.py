@@ -86,6 +86,9 @@ def read_documents(path: Path) -> list[tuple[str, str]]:
     except FileNotFoundError:
         raise CorpusError(f"corpus file {path} does not exist",
                           "build the corpus first (the corpus stage of `tinylm pipeline`).") from None
+    except UnicodeDecodeError as exc:  # build_corpus writes UTF-8 only: the file was damaged
+        raise CorpusError(f"{path} is not a tinylm corpus file (not UTF-8 at byte {exc.start})",
+                          "delete the corpus folder and build it again.") from None
     *chunks, rest = raw.split(EOT + "\n")
     matches = [_DOCUMENT.fullmatch(chunk) for chunk in chunks]
     if rest or not all(matches):
