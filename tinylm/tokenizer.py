@@ -16,6 +16,10 @@ writes the concatenation as little-endian uint16 (``tokens/train.bin``, ``val.bi
 """
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,26 +42,63 @@ def train_tokenizer(corpus_dir: Path, vocab_size: int, languages: list[str], out
     The same corpus and settings always give the same tokenizer. On a small corpus the
     vocabulary can end up smaller than asked for (there are no more pairs to merge);
     ``tok.get_vocab_size()`` is the real size.
+
+    The training runs in a child process (``_train_in_child``), which hands its result back
+    in a file: ``tokenizers`` trains in Rust, where Python sees no signal until it returns,
+    so in this process Ctrl-C would wait for the end of the training (minutes on a large
+    corpus). The child dies with a Ctrl-C at once, and is killed when this process is
+    interrupted any other way; nothing of it is kept.
     """
     _check_vocab(vocab_size)
     start = time.perf_counter()
-    docs = read_documents(Path(corpus_dir) / "train.txt")
+    corpus = Path(corpus_dir) / "train.txt"
+    n_docs = len(read_documents(corpus))  # a damaged corpus is refused here, as a CorpusError
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = out_dir / f".tokenizer.json.{os.urandom(4).hex()}.tmp"  # as files.py names them
+    command = [sys.executable, "-m", "tinylm.tokenizer", str(corpus), str(vocab_size),
+               ",".join(languages), str(result)]
+    try:
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = child.communicate()
+        except BaseException:  # Ctrl-C, SIGTERM: stop the training now, not when it ends
+            child.kill()
+            child.wait()
+            raise
+        if child.returncode != 0:
+            last = (err.strip().splitlines() or [f"exit code {child.returncode}"])[-1]
+            raise TokenizerError(f"training the tokenizer failed: {last}",
+                                 "check free memory and the corpus, then run the same command "
+                                 "again.")
+        text = result.read_text(encoding="utf-8")
+    finally:
+        result.unlink(missing_ok=True)
+    atomic_write_text(out_dir / "tokenizer.json", text)
+    tok = _text_only(Tokenizer.from_str(text))
+    if progress:
+        print(f"tokenizer: {tok.get_vocab_size():,} tokens learned from {n_docs:,} documents "
+              f"in {time.perf_counter() - start:.1f} s")
+    return tok
+
+
+def _train_in_child(corpus: str, vocab_size: str, languages: str, result: str) -> None:
+    """The training itself, in the child process ``train_tokenizer`` starts: BPE merges of
+    ``corpus``'s documents, the special tokens first, written to the file ``result``."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it at once, even inside Rust
+    docs = read_documents(Path(corpus))
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[EOT, *(lang_tag(lang) for lang in languages)],
+        vocab_size=int(vocab_size),
+        special_tokens=[EOT, *(lang_tag(lang) for lang in languages.split(","))],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator((text for _, text in docs), trainer=trainer, length=len(docs))
-    atomic_write_text(Path(out_dir) / "tokenizer.json", tok.to_str())
-    _text_only(tok)
-    if progress:
-        print(f"tokenizer: {tok.get_vocab_size():,} tokens learned from {len(docs):,} documents "
-              f"in {time.perf_counter() - start:.1f} s")
-    return tok
+    Path(result).write_text(tok.to_str(), encoding="utf-8")
 
 
 def load_tokenizer(path: Path) -> Tokenizer:
@@ -170,3 +211,7 @@ def _check_vocab(vocab_size: int) -> None:
                              f"(at most {MAX_VOCAB:,})",
                              f"use a vocab_size of at most {MAX_VOCAB:,}; 4096 to 8192 suits the "
                              "default corpus.")
+
+
+if __name__ == "__main__":  # the child process of train_tokenizer
+    _train_in_child(*sys.argv[1:])

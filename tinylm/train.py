@@ -24,7 +24,8 @@ import math
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -65,18 +66,33 @@ class Step(NamedTuple):
     grad_norm: float
 
 
+class StopNow(Exception):
+    """A second signal during work that may be cut short (``StopSignals.second_stops_now``)."""
+
+
 class StopSignals:
     """``with StopSignals() as stop:`` turns SIGINT/SIGTERM into ``stop.signum``.
 
     The loop checks the flag between steps, saves, and stops cleanly; a signal never lands
     in the middle of an optimizer step or a checkpoint write. Signals our parent chose to
     ignore stay ignored (a shell's background job ignores SIGINT, so that Ctrl-C stops only
-    the foreground), and outside the main thread nothing is installed.
+    the foreground), and outside the main thread nothing is installed. During work that
+    changes nothing (an evaluation, ``second_stops_now``) a second signal raises ``StopNow``
+    at once: a repeated Ctrl-C is not left waiting for the end of a long evaluation.
     """
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self._cut_short = False
+
+    @contextmanager
+    def second_stops_now(self) -> Iterator[None]:
+        self._cut_short = True
+        try:
+            yield
+        finally:
+            self._cut_short = False
 
     def __enter__(self) -> "StopSignals":
         for s in (signal.SIGINT, signal.SIGTERM):
@@ -88,6 +104,11 @@ class StopSignals:
         return self
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._cut_short and self.signum is not None:
+            raise StopNow(signum)
+        if self._cut_short:
+            print(f"\n{signal.Signals(signum).name} received: stopping once this evaluation "
+                  "ends; press Ctrl-C again to stop now", file=sys.stderr, flush=True)
         self.signum = signum
 
     def __exit__(self, *exc: object) -> None:
@@ -183,7 +204,7 @@ class Trainer:
                     if self.step % cfg.checkpoint_every == 0:
                         self.save("last.pt")
                 bar.close()
-                self._end_epoch(tokens / max(seconds, 1e-9))
+                self._end_epoch(tokens / max(seconds, 1e-9), stop)
                 _, signum = distributed.agree(0.0, stop.signum)  # a signal during evaluation
                 if signum is not None:
                     self._interrupt(signum)
@@ -267,10 +288,19 @@ class Trainer:
                     disable=not self.progress, file=sys.stderr, dynamic_ncols=True,
                     mininterval=1.0 if sys.stderr.isatty() else 15.0)  # a log: fewer lines
 
-    def _end_epoch(self, tokens_per_second: float) -> None:
-        """Evaluate, record the epoch, keep the best model, save, report."""
+    def _end_epoch(self, tokens_per_second: float, stop: StopSignals) -> None:
+        """Evaluate, record the epoch, keep the best model, save, report.
+
+        A second signal during the evaluation of one process stops it at once: the epoch's
+        training is saved as it is, and a resumed run evaluates it (processes of a
+        data-parallel run finish theirs together, as they agree on every stop).
+        """
         t0 = time.perf_counter()
-        val = self.evaluate()
+        try:
+            with stop.second_stops_now() if self.world_size == 1 else nullcontext():
+                val = self.evaluate()
+        except StopNow:
+            self._interrupt(stop.signum)
         record = {
             "epoch": self.sampler.epoch + 1, "step": self.step,
             "train_loss": self.epoch_loss_sum / max(self.epoch_steps, 1),

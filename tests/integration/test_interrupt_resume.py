@@ -195,28 +195,58 @@ def test_a_second_pipeline_on_a_run_in_use_is_refused(tmp_path, monkeypatch, cap
     assert sorted(p.name for p in run.iterdir()) == [".lock"]  # no chapter ran, nothing written
 
 
+def _signal_once_the_tokenizer_trains(sig: int, seen: list, done, timeout: float = 60) -> None:
+    """Send ``sig`` to this process once a child process is training the tokenizer: it has
+    spent a second of CPU, far more than starting Python and reading the corpus take, so it
+    is inside the Rust training. Without such a child, send it at ``timeout`` to end the
+    command, unless it is ``done`` already."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not seen and not done.is_set():
+        for child in psutil.Process().children():
+            try:
+                if "tinylm.tokenizer" in child.cmdline() and sum(child.cpu_times()[:2]) >= 1.0:
+                    seen.append(child)
+            except psutil.Error:
+                continue
+        time.sleep(0.02)
+    if not done.is_set():
+        os.kill(os.getpid(), sig)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_before_training_stops_cleanly(prepared, tmp_path, monkeypatch, capsys, sig):
-    """Outside the training loop a signal stops the command at once, with exit code 130."""
-    import tinylm.tokenizer
+def test_a_signal_during_the_tokenizer_training_stops_it_at_once(prepared, tmp_path, capsys, sig):
+    """Outside the training loop a signal stops the command at once, with exit code 130:
+    also while the tokenizer trains in Rust, where Python sees no signal until it returns."""
+    import random
+    import threading
 
     run = copy(prepared, tmp_path / "run")
     shutil.rmtree(run / "tokenizer")  # so that the tokenizer stage runs again
-    real = tinylm.tokenizer.train_tokenizer
-
-    def interrupted(*args, **kwargs):
-        os.kill(os.getpid(), sig)
-        time.sleep(5)  # the signal arrives during the stage
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tinylm.tokenizer, "train_tokenizer", interrupted)
+    # tens of thousands of distinct words: a BPE training far longer than the wait for it
+    rng = random.Random(0)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    (run / "corpus" / "train.txt").write_text("".join(
+        "<|en|>" + " ".join("".join(rng.choices(letters, k=rng.randint(4, 10))) for _ in range(1000))
+        + "<|endoftext|>\n" for _ in range(100)), encoding="utf-8")
     before = snapshot(run)
-    rc = cli.main(["train", *FLAGS, "--output-dir", str(run), "--no-eval", "--quiet"])
+    seen: list = []
+    done = threading.Event()
+    watcher = threading.Thread(target=_signal_once_the_tokenizer_trains, args=(sig, seen, done))
+    watcher.start()
+    try:
+        rc = cli.main(["train", *FLAGS, "--output-dir", str(run), "--no-eval", "--quiet"])
+    finally:
+        done.set()
+        watcher.join(timeout=180)
     err = capsys.readouterr().err
+    assert seen, "the tokenizer did not train in a child process that could be stopped"
+    assert not seen[0].is_running()  # killed, not left to finish
     assert rc == 130 and "Traceback" not in err, err
     assert "interrupted: stopped before training started" in err
     assert "what to do: run the same command again" in err
-    assert snapshot(run) == before  # no lock, no temporary file, nothing half-written
+    assert snapshot(run) == before  # no tokenizer, no lock, no temporary file
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # cli.main put it back
 
 
@@ -347,6 +377,51 @@ def test_interrupt_at_any_step_then_resume_is_exact(prepared, library_reference,
     assert f"SIGINT received: saved checkpoint at step {step} " in err.value.message
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == step
     Run(run, CFG, progress=False, resume=True).train()
+    assert_same_training(run, library_reference)
+
+
+class _SignalledDuring:
+    """A validation set whose ``at``-th batch sends this process SIGINT: a Ctrl-C in the
+    middle of an evaluation."""
+
+    def __init__(self, dataset, at: int) -> None:
+        self.dataset, self.at, self.batches = dataset, at, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str):
+        return getattr(self.dataset, name)
+
+    def batch(self, idx):
+        self.batches += 1
+        if self.batches == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.dataset.batch(idx)
+
+
+def test_a_second_ctrl_c_during_an_evaluation_stops_it_at_once(prepared, library_reference,
+                                                               steps_per_epoch, tmp_path,
+                                                               monkeypatch, capsys):
+    run = copy(prepared, tmp_path / "run")
+    seen = []
+    real_evaluate = train_module.evaluate
+
+    def evaluate(model, dataset, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C: stop once the evaluation ends
+        seen.append(_SignalledDuring(dataset, at=3))  # the second, in its third batch
+        return real_evaluate(model, seen[-1], *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", evaluate)
+    with pytest.raises(Interrupted) as err:
+        Run(run, CFG, progress=False).train()
+    monkeypatch.undo()
+    assert seen[0].batches == 3 < len(seen[0]) // CFG.batch_size  # not one batch more
+    assert "press Ctrl-C again to stop now" in capsys.readouterr().err
+    assert f"saved checkpoint at step {steps_per_epoch} " in err.value.message
+    metrics = json.loads((run / "training_metrics.json").read_text())
+    assert (metrics["status"], metrics["history"]) == ("interrupted", [])  # not evaluated
+    Run(run, CFG, progress=False, resume=True).train()  # evaluates the epoch, then goes on
     assert_same_training(run, library_reference)
 
 
