@@ -36,6 +36,9 @@ from tinylm.stages import CHECKPOINTS, OWN_EXPORT, Run
 from tinylm.tokenizer import load_tokenizer, special_ids
 
 FORMATS = ("hf",)
+#: The files an export writes: all that ``--force`` may replace in its destination.
+EXPORT_FILES = ("config.json", "generation_config.json", "tokenizer_config.json",
+                "model.safetensors", "tokenizer.json", "README.md")
 #: tinylm parameter name (inside ``blocks.<i>.``) -> GPT-2 name (inside ``transformer.h.<i>.``).
 BLOCK_NAMES = {"ln1": "ln_1", "attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj",
                "ln2": "ln_2", "mlp.fc": "mlp.c_fc", "mlp.proj": "mlp.c_proj"}
@@ -49,7 +52,8 @@ def export_run(run_dir: Path | str, dest: Path | str, *, format: str = "hf",
 
     Everything is checked and built before anything is written; the files then go into a
     temporary folder beside ``dest`` that is renamed into place last, so ``dest`` holds a
-    whole export or is left as it was. ``force`` replaces an existing, non-empty ``dest``.
+    whole export or is left as it was. ``force`` replaces an earlier export in ``dest``, and
+    nothing else: a folder holding any other file is refused.
     """
     run_dir, dest = Path(run_dir), Path(dest)
     if format not in FORMATS:
@@ -265,7 +269,19 @@ def _check_dest(run_dir: Path, dest: Path, force: bool) -> None:
                           "give a folder that does not exist yet (or is empty).")
     if dest.is_dir() and any(dest.iterdir()) and not force:
         raise ConfigError(f"the export destination {dest} exists and is not empty",
-                          "give a new folder, or pass --force to replace its content.")
+                          "give a new folder, or pass --force to replace the export in it.")
+    foreign = sorted(p.name for p in dest.iterdir() if p.name not in EXPORT_FILES) \
+        if dest.is_dir() else []
+    if not foreign and dest.is_dir() and any(dest.iterdir()):
+        try:
+            ours = "tinylm_version" in json.loads((dest / "config.json").read_text())
+        except (OSError, ValueError, TypeError):
+            ours = False
+        foreign = [] if ours else ["config.json"]
+    if foreign:
+        raise ConfigError(f"the export destination {dest} holds files that are not a tinylm "
+                          f"export ({', '.join(foreign[:3])}), which --force would delete",
+                          "give a new folder, or move those files away first.")
 
 
 def _load(run_dir: Path, which: str):

@@ -235,31 +235,41 @@ def test_refuses_a_destination_that_is_not_empty(copy):
     refused(copy, dest, expect=1, says="exists and is not empty", remedy="--force")
 
 
-def test_force_replaces_the_destination_whole(copy):
+def test_force_replaces_an_earlier_export_whole(copy, exported):
     dest = copy.parent / "mine"
-    dest.mkdir()
-    (dest / "notes.txt").write_text("my notes\n")
+    shutil.copytree(exported, dest)
+    (dest / "README.md").write_text("an older card\n")
+    (dest / "tokenizer_config.json").unlink()
     out = tinylm("export", "--output-dir", str(copy), str(dest), "--force")
     assert out.returncode == 0, out.stderr
-    assert not (dest / "notes.txt").exists() and (dest / "model.safetensors").is_file()
+    assert snapshot(dest) == snapshot(exported) | {"README.md": (dest / "README.md").read_bytes()}
+    assert (dest / "README.md").read_text() != "an older card\n"
     assert sorted(p.name for p in copy.parent.iterdir()) == ["mine", "run"]
 
 
-def test_a_failed_write_leaves_nothing_half_written(copy, monkeypatch):
+@pytest.mark.parametrize("foreign", ["notes.txt", "config.json"])
+def test_force_refuses_a_folder_with_files_it_did_not_export(copy, foreign):
+    """`--force` into a folder of one's own once deleted it whole."""
+    dest = copy.parent / "mine"
+    dest.mkdir()
+    (dest / foreign).write_text("{}\n")
+    refused(copy, dest, "--force", expect=1, says="not a tinylm export", remedy="move those files")
+
+
+def test_a_failed_write_leaves_nothing_half_written(copy, exported, monkeypatch):
     import tinylm.export
 
     def disk_full(path, data):
         raise OSError(28, "No space left on device", str(path))
 
     dest = copy.parent / "mine"
-    dest.mkdir()
-    (dest / "notes.txt").write_text("my notes\n")
+    shutil.copytree(exported, dest)
     monkeypatch.setattr(tinylm.export, "atomic_write_bytes", disk_full)
     for target, force in ((copy.parent / "new", False), (dest, True)):
         with pytest.raises(OSError, match="No space left"):
             tinylm.export.export_run(copy, target, force=force)
     assert sorted(p.name for p in copy.parent.iterdir()) == ["mine", "run"]
-    assert snapshot(dest) == {"notes.txt": b"my notes\n"}
+    assert snapshot(dest) == snapshot(exported)
 
 
 def test_refuses_a_destination_that_holds_the_run(copy):
