@@ -222,7 +222,10 @@ def _training_run(args: argparse.Namespace):
     """The ``Run`` a training command works on: settings from preset and flags (their
     warnings printed), the run directory (default ``runs/<preset>``), and the resume choice
     (--resume, --fresh, or asked on a terminal)."""
-    cfg = config_from_args(args)
+    if distributed.under_launcher():  # a rank of `tinylm train --nproc N`: the folder says it all
+        cfg = Config.load(Path(args.output_dir) / "config.json")
+    else:
+        cfg = config_from_args(args)
     if distributed.launched():
         cfg = _config_of_rank(cfg, args)
     master = distributed.launched_rank() == 0  # the other ranks of a torchrun launch are quiet
@@ -268,9 +271,10 @@ def _load_run(args: argparse.Namespace, **overrides):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train, then sample and measure. With --nproc N, ``Run.train`` starts N processes under
-    torchrun, each running this command; started by torchrun, this process first joins the
-    others, and only rank 0 takes the lock, samples, measures and reports."""
+    """Train, then sample and measure. With --nproc N, this command starts N processes under
+    torchrun (``distributed.train_in_processes``), each running this command on the run
+    folder; started by torchrun, this process first joins the others, and only rank 0 takes
+    the lock, samples, measures and reports."""
     run = _training_run(args)
     joined = distributed.process_group(run.cfg.device, run.resume_command()) \
         if distributed.launched() else nullcontext()
@@ -280,7 +284,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             setup_process(distributed.threads_per_process(run.cfg.threads))
             if not distributed.launched():  # ranks under torchrun: their launcher estimated
                 _print_estimate(run, args)
-            metrics = run.train()
+            if run.cfg.nproc > 1 and not distributed.launched():
+                metrics = distributed.train_in_processes(run, quiet=args.quiet)
+            else:
+                metrics = run.train()
             from tinylm.evaluate import training_checks  # torch: after the input checks
 
             checks = training_checks(metrics)
@@ -302,6 +309,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     # kept (without those the estimate would measure a slower step than the training takes)
     setup_process(run.cfg.threads)
     _print_estimate(run, args, pipeline=True)
+    if run.cfg.nproc > 1 and any(p.name >= "05" for p in chapter_paths(chapters)):
+        # the chapters' run.train() trains in this one process: the processes start here
+        distributed.train_in_processes(run, quiet=args.quiet)
     skip = tuple(s for s in ("corpus", "tokenizer") if getattr(args, f"skip_{s}"))
     summary = run_pipeline(run.cfg, run.dir, chapters, run.resume, skip, progress=not args.quiet)
     # the record of this command: its chapters' times and its own, estimate included

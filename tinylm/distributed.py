@@ -4,14 +4,18 @@ their gradients during the backward pass, so every copy takes the same optimizer
 
 torchrun puts RANK, WORLD_SIZE and LOCAL_RANK in each process's environment. The process's
 entry point (``tinylm train``) joins the others once (``process_group``: gloo on a CPU, nccl
-on CUDA); the library then asks ``rank()``, ``world_size()`` and ``is_master()``, which say
-0, 1 and True in a single process, so the same code runs with or without torchrun. Rank 0
-is the master: it alone writes into the run directory; the others only train.
+on CUDA); ``rank()``, ``world_size()`` and ``is_master()`` then say who it is, and 0, 1 and
+True in a single process, so the same code runs with or without torchrun. Rank 0 is the
+master: it alone writes into the run directory; the others only train.
+
+The training loop (``tinylm.train``) knows none of this: it reaches the other processes and
+the run directory through its team, and ``Team`` is that team for a run directory.
 
 ``batch_size`` is the global batch: each process takes its share of every batch
 (``EpochSampler.shard``), so the number of processes changes the speed, not the training
-(up to the order of floating-point sums). ``launch`` is tinylm's own launcher: torchrun in a
-subprocess (``tinylm train --nproc N``, ``Run.train`` when ``nproc > 1``).
+(up to the order of floating-point sums). ``train_in_processes`` is tinylm's own launcher
+(``tinylm train --nproc N``): the run folder prepared here, then torchrun in a subprocess,
+each rank reading the run folder's ``config.json``.
 
 torch is imported inside the functions, like everywhere the command line reaches before it
 has work to do.
@@ -25,17 +29,22 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from tinylm import errors
+from tinylm.checkpoint import save_checkpoint
 from tinylm.errors import ConfigError, TinyLMError, TrainingError
+from tinylm.files import write_json
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
+
+    from tinylm.stages import Run
 
 T = TypeVar("T")
 
@@ -46,6 +55,9 @@ T = TypeVar("T")
 TIMEOUT = timedelta(minutes=10)
 #: Set by ``launch`` for the processes it starts: the file where rank 0 reports how it ended.
 OUTCOME = "TINYLM_RANK0_OUTCOME"
+#: How long the other processes have to stop once rank 0 has reported a failure, before the
+#: launcher ends them: a peer blocked in a collective (nccl) would otherwise wait ``TIMEOUT``.
+GRACE = 10.0
 
 
 class Rank0Stopped(TinyLMError):
@@ -275,28 +287,85 @@ def stop_together(err: TinyLMError) -> TinyLMError:
     return quiet
 
 
-# ------------------------------------------------------------ tinylm's launcher
-def launch(args: list[str], nproc: int, env: dict[str, str] | None = None,
-           resume_hint: str = "the same command with --resume") -> None:
-    """Run ``tinylm <args>`` in ``nproc`` processes on this machine, under torchrun, and wait.
+# ------------------------------------------------------------ the training loop's team
+class Team:
+    """The training loop's seam (``tinylm.train.Solo``) for a run directory: this process among
+    the others of a torchrun launch, or alone. The model is wrapped in DistributedDataParallel,
+    sums are all-reduced, and rank 0 writes ``checkpoints/`` and ``training_metrics.json``
+    while the others wait until a checkpoint is whole."""
 
-    A subprocess of ``python -m torch.distributed.run --standalone --nproc-per-node N -m
-    tinylm.cli ...``, in a session of its own so that a Ctrl-C reaches this process only:
-    SIGINT or SIGTERM here is passed on as SIGINT to the ranks (not to torchrun's agent,
-    which would report a clean stop as a failure), they stop after the same step, and rank 0
-    saves. The ranks ignore SIGTERM, which torchrun's agent sends to the survivors of a
-    failure and which would otherwise cut rank 0's report short (the agent kills them later
-    if they hang). torchrun turns any failure into exit code 1, so rank 0 reports how
-    it ended in a file instead, and its error is raised here as the class it was: the caller
-    sees what one process would have raised. If rank 0 could not report (killed), a
-    ``TrainingError`` says so.
+    def __init__(self, run_dir: Path | str) -> None:
+        self.dir = Path(run_dir)
+        self.rank, self.world_size = rank(), world_size()
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return wrap(model)
+
+    def agree(self, loss: float, signum: int | None) -> tuple[float, int | None]:
+        return agree(loss, signum)
+
+    def sum(self, array: np.ndarray) -> np.ndarray:
+        return all_reduce_sum(array)
+
+    def gather(self, obj: Any) -> list[Any]:
+        return all_gather(obj)
+
+    def stopped(self, err: TinyLMError) -> TinyLMError:
+        return stop_together(err)
+
+    def save(self, name: str, state: dict[str, Any]) -> str:
+        path = self.dir / "checkpoints" / name
+        if self.rank == 0:
+            save_checkpoint(path, state)
+        barrier()
+        return str(path)
+
+    def record(self, metrics: dict) -> None:
+        if self.rank == 0:
+            write_json(self.dir / "training_metrics.json", metrics)
+
+
+# ------------------------------------------------------------ tinylm's launcher
+def train_in_processes(run: Run, quiet: bool = False) -> dict:
+    """Train ``run`` in ``run.cfg.nproc`` processes on this machine; its training metrics.
+
+    Everything that could refuse is checked here first, and the earlier stages are built
+    here; then this process writes the run folder's ``config.json``, starts ``tinylm train``
+    on the folder under torchrun (``launch``), sharing its lock with them, and waits. Each
+    rank reads the configuration from that file: no setting travels as a flag.
+    """
+    require_gpus(run.cfg.device, run.cfg.nproc)
+    with run.locked():
+        resume = run.prepare_training()
+        if resume is None:  # trained already, with these settings
+            return json.loads(run.metrics_path.read_text())
+        run.cfg.save(run.dir / "config.json")
+        launch(["-m", "tinylm.cli", "train", "--output-dir", str(run.dir), "--no-eval",
+                "--resume" if resume else "--fresh", *(["--quiet"] if quiet else [])],
+               run.cfg.nproc, {"TINYLM_LOCK_PID": run.lock_holder()}, run.resume_command())
+        return json.loads(run.metrics_path.read_text())
+
+
+def launch(argv: list[str], nproc: int, env: dict[str, str] | None = None,
+           resume_hint: str = "the same command with --resume") -> None:
+    """Run ``python <argv>`` in ``nproc`` processes on this machine, under torchrun, and wait.
+
+    A subprocess of ``python -m torch.distributed.run --standalone --nproc-per-node N argv``,
+    in a session of its own so that a Ctrl-C reaches this process only: SIGINT or SIGTERM
+    here is passed on as SIGINT to the ranks (not to torchrun's agent, which would report a
+    clean stop as a failure), they stop after the same step, and rank 0 saves. The ranks
+    ignore SIGTERM, which torchrun's agent sends to the survivors of a failure and which
+    would otherwise cut rank 0's report short (the agent kills them later if they hang).
+    torchrun turns any failure into exit code 1, so rank 0 reports how it ended in a file
+    instead, and its error is raised here as the class it was: the caller sees what one
+    process would have raised. If rank 0 could not report (killed), a ``TrainingError`` says so.
     """
     import psutil
 
     with tempfile.TemporaryDirectory(prefix="tinylm-ranks-") as tmp:
         outcome = Path(tmp) / "outcome.json"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={nproc}", "-m", "tinylm.cli", *args]
+               f"--nproc-per-node={nproc}", *argv]
         child_env = {**os.environ, **(env or {}), OUTCOME: str(outcome)}
         child_env.setdefault("OMP_NUM_THREADS", "1")  # else torchrun warns; threads are set per rank
         proc = subprocess.Popen(cmd, env=child_env, start_new_session=True)
@@ -318,11 +387,11 @@ def launch(args: list[str], nproc: int, env: dict[str, str] | None = None,
         except ValueError:  # not the main thread: no signals to pass on
             pass
         try:
-            code = proc.wait()
+            code = _wait(proc, outcome)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        report = json.loads(outcome.read_text()) if outcome.is_file() else None
+        report = _read_outcome(outcome)
     if report is None:
         if received:
             raise errors.Interrupted(
@@ -340,15 +409,43 @@ def launch(args: list[str], nproc: int, env: dict[str, str] | None = None,
         raise err
 
 
+def _wait(proc: subprocess.Popen, outcome: Path) -> int:
+    """torchrun's exit code. Rank 0 reports a failure and exits 0, so torchrun's agent does
+    not stop the others: a peer that needs rank 0 at its next collective notices at once
+    under gloo, but under nccl it may block until ``TIMEOUT``. So once rank 0 has reported a
+    failure, the others get ``GRACE`` seconds to stop, then the launch's session is killed."""
+    failed_at = None
+    while True:
+        try:
+            return proc.wait(timeout=0.1)
+        except subprocess.TimeoutExpired:
+            pass
+        if failed_at is None and (_read_outcome(outcome) or {}).get("exit_code"):
+            failed_at = time.monotonic()
+        if failed_at is not None and time.monotonic() - failed_at > GRACE:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return proc.wait()
+
+
+def _read_outcome(path: Path) -> dict | None:
+    """Rank 0's report (written whole or not at all), or None before it exists."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
 def report_to_launcher(code: int, failure: TinyLMError | None) -> int:
     """The exit code of a process that tinylm's ``launch`` started through torchrun: rank 0
-    writes how it ended (``launch`` raises it again), and every rank exits 0 after an error
-    it handled. Elsewhere: ``code``."""
+    writes how it ended (``launch`` raises it again, and ends the others if it failed), and
+    every rank exits 0 after an error it handled, which torchrun would only turn into 1 and a
+    traceback of its own. Elsewhere: ``code``."""
     if not under_launcher():
         return code
     if launched_rank() == 0:
-        from tinylm.files import write_json
-
         write_json(Path(os.environ[OUTCOME]), {
             "exit_code": code, "error": type(failure).__name__ if failure else None,
             "message": failure.message if failure else "", "remedy": failure.remedy if failure else ""})

@@ -87,34 +87,48 @@ def run_seconds(cfg: Config, tokens_per_second: float, train_tokens: int, val_to
 def measure_tokens_per_second(cfg: Config, seconds: float = 3.0, warmup: int = 2) -> float:
     """Training tokens per second of ``cfg``'s model on this machine, as it is right now.
 
-    Optimizer steps on random tokens, under the precision and threads the run would use,
-    for about ``seconds`` after ``warmup`` steps; the model is thrown away.
+    The trainer's own optimizer steps (``Trainer.train_step``: autocast, clipping, AdamW) on
+    random tokens, under the precision and threads the run would use, for about ``seconds``
+    after ``warmup`` steps; the model is thrown away.
     """
+    import tempfile
+
+    import numpy as np
     import torch
 
-    from tinylm.model import GPT, GPTConfig
-    from tinylm.runtime import autocast, resolve_device, resolve_dtype
+    from tinylm.train import Trainer
 
-    device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, device)
-    model = GPT(GPTConfig.from_config(cfg)).to(device)
-    optimizer = model.configure_optimizer(cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2))
-    g = torch.Generator().manual_seed(0)
-    x, y = (torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.block_size), generator=g).to(device)
-            for _ in range(2))
-    steps, started = 0, None
-    while started is None or time.perf_counter() - started < seconds:
-        if steps == warmup:
-            started = time.perf_counter()
-        with autocast(device, dtype):
-            _, loss = model(x, y, return_logits=False)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        steps += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (steps - warmup) * x.numel() / (time.perf_counter() - started)
+    with tempfile.TemporaryDirectory(prefix="tinylm-estimate-") as tmp:
+        trainer = Trainer(cfg.replace(compile=False), _random_tokens(cfg, Path(tmp)), progress=False)
+        x, y = trainer.train_data.batch(np.arange(cfg.batch_size))
+        steps, started = 0, None
+        while started is None or time.perf_counter() - started < seconds:
+            if steps == warmup:
+                started = time.perf_counter()
+            trainer.train_step(x, y, cfg.learning_rate)
+            steps += 1
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+        return (steps - warmup) * x.numel() / (time.perf_counter() - started)
+
+
+def _random_tokens(cfg: Config, folder: Path) -> Path:
+    """Token files of random ids, one batch of windows and a meta.json: enough for a trainer
+    to step on (its speed does not depend on the text)."""
+    import json
+
+    import numpy as np
+
+    n = cfg.batch_size * cfg.block_size + 1
+    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, n).astype(np.uint16)
+    for split in ("train", "val"):
+        tokens.tofile(folder / f"{split}.bin")
+    lang = cfg.languages[0]
+    (folder / "meta.json").write_text(json.dumps({
+        "vocab_size": cfg.vocab_size, "special_ids": {f"<|{lang}|>": 0},
+        "spans": {"train": [[0, n, lang]], "val": [[0, n, lang]]},
+        "splits": {"val": {lang: {"tokens_per_byte": 1.0}}}}))
+    return folder
 
 
 def estimate(cfg: Config, tokens_dir: Path | None = None, pipeline: bool = False,

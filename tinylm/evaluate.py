@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from typing import Callable
 
 import numpy as np
 import torch
 
 from tinylm.config import SAMPLING
 from tinylm.data import TokenDataset, language_of_positions
-from tinylm.distributed import all_reduce_sum
 from tinylm.errors import ValidationError
 from tinylm.generate import generate
 from tinylm.runtime import autocast
@@ -26,7 +26,8 @@ from tinylm.runtime import autocast
 def evaluate(model: torch.nn.Module, dataset: TokenDataset, spans: list, languages: list[str],
              tokens_per_byte: dict[str, float], batch_size: int = 32,
              device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
-             rank: int = 0, world_size: int = 1) -> dict:
+             rank: int = 0, world_size: int = 1,
+             total: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
     """Mean loss over every window of ``dataset``, overall and per language.
 
     Returns ``{"loss", "perplexity", "bpb", "by_lang": {lang: {"loss", "perplexity", "bpb",
@@ -35,9 +36,9 @@ def evaluate(model: torch.nn.Module, dataset: TokenDataset, spans: list, languag
     tokens stand for tokens / tokens_per_byte bytes.
 
     With ``world_size`` training processes, each evaluates every ``world_size``-th batch
-    (the same batches one process would, so the same per-token losses) and the sums of
-    losses and counts per language are added up over the processes: every process gets the
-    figures one process would have computed.
+    (the same batches one process would, so the same per-token losses) and ``total`` adds
+    up the sums of losses and counts per language over the processes (the trainer's team,
+    ``tinylm.train.Solo.sum``): every process gets the figures one process would have computed.
     """
     was_training = model.training
     model.eval()
@@ -54,7 +55,7 @@ def evaluate(model: torch.nn.Module, dataset: TokenDataset, spans: list, languag
         counts += np.bincount(lang, minlength=len(languages))
     model.train(was_training)
     if world_size > 1:
-        sums, counts = np.split(all_reduce_sum(np.concatenate([sums, counts])), 2)
+        sums, counts = np.split(total(np.concatenate([sums, counts])), 2)
     by_lang = {}
     for i, lang in enumerate(languages):
         if counts[i]:

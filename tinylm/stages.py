@@ -274,18 +274,25 @@ class Run:
         data) is checked before anything is rebuilt or deleted, so a refused run leaves the
         existing checkpoints, tokenizer and token files as they were.
 
-        With ``nproc > 1`` the training runs in that many processes (``tinylm.distributed``):
-        this one builds the earlier stages, starts them with torchrun and waits. Each of them
-        runs this method in its process group: rank 0 decides, builds and writes as a single
-        process would; the others wait for its decision, train, and write nothing.
+        Training runs in this process. In a process group (``tinylm.distributed``, started by
+        the ``tinylm`` command), every process runs this method: rank 0 decides, builds and
+        writes as a single process would; the others wait for its decision, train, and write
+        nothing. This method never starts processes: with ``nproc > 1`` outside a process
+        group it refuses, naming the command that starts them.
         """
+        from tinylm.runtime import resolve_device  # torch: once a stage runs
         from tinylm.train import Trainer  # torch: once a stage runs
 
-        if self.cfg.nproc > 1 and not distributed.is_initialized():
-            return self._train_in_processes()
+        if self.cfg.nproc > 1 and not distributed.is_initialized() and not self.is_trained():
+            raise ConfigError(f"nproc={self.cfg.nproc}: training in {self.cfg.nproc} processes is "
+                              "started by the tinylm command, not by run.train()",
+                              f"train this run from a terminal: tinylm train --nproc "
+                              f"{self.cfg.nproc} --output-dir {self.dir} with its other settings "
+                              "(or tinylm pipeline --nproc N), then open it again; or set nproc "
+                              "to 1 to train here.")
         master = distributed.is_master()
         with self.locked() if master else nullcontext():
-            resume = distributed.decided_by_rank0(self._prepare_training)
+            resume = distributed.decided_by_rank0(self.prepare_training)
             if resume is None:  # trained already, with these settings
                 return json.loads(self.metrics_path.read_text())
             if not master and not self.is_current("tokens", self.tokens_dir):
@@ -295,8 +302,10 @@ class Run:
                     "copy its corpus/, tokenizer/ and tokens/ to every machine first.")
             world = distributed.world_size()
             t0 = _phase("training" + (f" in {world} processes" if world > 1 else ""), self.progress)
-            trainer = Trainer(self.cfg, self.tokens_dir, self.dir, resume=bool(resume),
-                              progress=self.progress,
+            state = load_resume_state(self.checkpoints_dir, resolve_device(self.cfg.device),
+                                      quiet=not master)[0] if resume else None  # last.pt, else best.pt
+            trainer = Trainer(self.cfg, self.tokens_dir, team=distributed.Team(self.dir),
+                              resume_from=state, progress=self.progress,
                               tokenizer_sha256=sha256_file(self.tokenizer_dir / "tokenizer.json"),
                               resume_hint=self.resume_command())
             if master:  # only now, when nothing can refuse any more
@@ -328,9 +337,13 @@ class Run:
         if ours and not export.is_symlink():
             shutil.rmtree(export)
 
-    def _prepare_training(self) -> bool | None:
+    def prepare_training(self) -> bool | None:
         """None when the run is trained already; else, once the resume rule and the disk
         allow it and the earlier stages are built, whether to resume."""
+        import torch  # torch: once a stage runs
+
+        from tinylm.model import GPT, GPTConfig  # torch: once a stage runs
+
         if self.is_trained():
             return None
         resume = self.decide_resume()
@@ -338,29 +351,16 @@ class Run:
             self.check_resume()
         self.tokenizer()  # its file's checksum goes into every checkpoint
         self.tokens()
-        n_params = 12 * self.cfg.n_layer * self.cfg.n_embd ** 2 + self.cfg.vocab_size * self.cfg.n_embd
+        with torch.device("meta"):  # the model's own count, without allocating its weights
+            n_params = GPT(GPTConfig.from_config(self.cfg)).num_params()
         old = _size(self.checkpoints_dir) if resume is False else 0
         self._require_disk(4 * 3 * 4 * n_params, "the checkpoints", reclaim=old)
         return resume
 
-    def _train_in_processes(self) -> dict:
-        """Build the earlier stages here, then train in ``cfg.nproc`` processes: ``tinylm
-        train`` under torchrun, with this configuration, sharing this process's lock (rank 0
-        shows the progress)."""
-        distributed.require_gpus(self.cfg.device, self.cfg.nproc)
-        with self.locked():
-            resume = self._prepare_training()
-            if resume is None:
-                return json.loads(self.metrics_path.read_text())
-            flags = command_flags(self.cfg)
-            if "--nproc" in flags:  # torchrun's --nproc-per-node says it
-                del flags[flags.index("--nproc"):flags.index("--nproc") + 2]
-            holder = self._lock.path.read_text().split()[0]  # us, or the parent we share it with
-            distributed.launch(["train", *flags, "--output-dir", str(self.dir), "--no-eval",
-                                "--resume" if resume else "--fresh",
-                                *([] if self.progress else ["--quiet"])],
-                               self.cfg.nproc, {"TINYLM_LOCK_PID": holder}, self.resume_command())
-            return json.loads(self.metrics_path.read_text())
+    def lock_holder(self) -> str:
+        """The pid in the run's lock while it is held: this process's, or that of the parent
+        it shares the lock with; processes it starts share it by naming this pid."""
+        return self._lock.path.read_text().split()[0]
 
     def resume_command(self, command: str = "train") -> str:
         """The exact command line that continues this run with this configuration."""

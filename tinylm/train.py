@@ -5,14 +5,15 @@ every epoch, checkpoints, a progress bar, and exact resume.
 step, log, checkpoint every N steps; evaluate and save at the end of each epoch. What keeps a
 run safe is layered around it as small named parts: ``StopSignals`` turns Ctrl-C into a flag
 that the loop checks between steps, ``state_dict`` holds everything the loop depends on
-(model, optimizer, step, sampler position, running epoch loss, RNG), and the learning rate is
-a pure function of the step. That is why a run stopped mid-epoch and resumed ends with the
-same weights as one that never stopped.
+(model, optimizer, step, schedule, sampler position, running epoch loss, RNG), and the
+learning rate is a pure function of the step (``Schedule``). That is why a run stopped
+mid-epoch and resumed ends with the same weights as one that never stopped.
 
-The same loop trains in several processes started by torchrun (``tinylm.distributed``):
-each steps on its shard of every global batch inside ``DistributedDataParallel``, one
-all-reduce per step gives every process the batch's loss and any stop signal (so they stop
-after the same step), evaluation is sharded, and rank 0 alone writes.
+Everything outside one process's memory reaches the loop through one seam, its ``team``:
+the other training processes and where checkpoints and metrics go. The default, ``Solo``, is
+one process that keeps nothing, so this module trains on its own (the book's short
+experiments); a run directory passes ``tinylm.distributed.Team``, with which the same loop
+trains in several processes started by torchrun (chapter 11) and rank 0 writes the files.
 
 The trainer makes no process-wide settings (threads, allocator, subnormals): the entry
 point does, once (``tinylm.runtime.setup_process``).
@@ -26,6 +27,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -33,13 +35,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tinylm import distributed
-from tinylm.checkpoint import load_resume_state, save_checkpoint
 from tinylm.config import Config, check_resume
 from tinylm.data import EpochSampler, load_splits
 from tinylm.errors import ConfigError, Interrupted, TrainingError
 from tinylm.evaluate import evaluate
-from tinylm.files import RunLock, write_json
 from tinylm.model import GPT, GPTConfig
 from tinylm.runtime import autocast, environment, resolve_device, resolve_dtype, to_device
 
@@ -59,6 +58,46 @@ def lr_at(step: int, total_steps: int, peak: float, warmup: int, min_ratio: floa
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """The learning rate of every step of a run: ``lr_at`` over its ``total_steps``.
+
+    A resume may change the number of steps (more epochs). During the warmup that only
+    stretches the cosine. After it, the rate continues from the one reached at ``start``
+    (``start_rate``) and decays along a new half cosine to the same floor over the steps that
+    remain: the rate never jumps, and stays a pure function of the step, so an interrupted
+    resumed run still resumes exactly. The checkpoint keeps it.
+    """
+
+    total_steps: int
+    peak: float
+    warmup: int
+    min_ratio: float
+    start: int = 0
+    start_rate: float | None = None  # None: the plain warmup + cosine of ``lr_at``
+
+    @classmethod
+    def of(cls, cfg: Config, total_steps: int) -> "Schedule":
+        return cls(total_steps, cfg.learning_rate, cfg.warmup_steps, cfg.min_lr_ratio)
+
+    def __call__(self, step: int) -> float:
+        if self.start_rate is None:
+            return lr_at(step, self.total_steps, self.peak, self.warmup, self.min_ratio)
+        floor = self.peak * self.min_ratio
+        if step >= self.total_steps:
+            return floor
+        progress = (step - self.start) / max(1, self.total_steps - self.start)
+        return floor + (self.start_rate - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def resumed(self, step: int, total_steps: int) -> "Schedule":
+        """This schedule continued at ``step`` by a run of ``total_steps`` steps in all."""
+        if total_steps == self.total_steps:
+            return self
+        if self.start_rate is None and step < self.warmup:
+            return replace(self, total_steps=total_steps)
+        return replace(self, total_steps=total_steps, start=step, start_rate=self(step))
+
+
 class Step(NamedTuple):
     """What one optimizer step reports: the batch's loss and the gradient norm before clipping."""
 
@@ -68,6 +107,44 @@ class Step(NamedTuple):
 
 class StopNow(Exception):
     """A second signal during work that may be cut short (``StopSignals.second_stops_now``)."""
+
+
+class Solo:
+    """The loop's one seam to what lies outside this process's memory, as one process that
+    keeps nothing: sums over the processes are its own values, and saving does nothing.
+
+    ``tinylm.distributed.Team`` answers the same questions for a run directory, in one process
+    or several (chapter 11): it wraps the model in ``DistributedDataParallel``, all-reduces,
+    and has rank 0 write ``checkpoints/`` and ``training_metrics.json``.
+    """
+
+    rank, world_size = 0, 1
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def agree(self, loss: float, signum: int | None) -> tuple[float, int | None]:
+        """The batch's loss summed over the processes, and a stop signal any of them got."""
+        return loss, signum
+
+    def sum(self, array: np.ndarray) -> np.ndarray:
+        """An evaluation's sums over the processes."""
+        return array
+
+    def gather(self, obj: Any) -> list[Any]:
+        """``obj`` of every process, in rank order."""
+        return [obj]
+
+    def stopped(self, err: TrainingError | Interrupted) -> Exception:
+        """The error this process raises for an outcome every process reached at one step."""
+        return err
+
+    def save(self, name: str, state: dict[str, Any]) -> str | None:
+        """Keep checkpoint ``name`` (``last.pt``, ``best.pt``, ``final.pt``); say where."""
+        return None
+
+    def record(self, metrics: dict) -> None:
+        """Keep the metrics report (``training_metrics.json``)."""
 
 
 class StopSignals:
@@ -117,25 +194,21 @@ class StopSignals:
 
 
 class Trainer:
-    """Trains one model on one run directory's token files.
+    """Trains one model on one run directory's token files (``tokens_dir``: train.bin,
+    val.bin, meta.json).
 
-    ``tokens_dir`` holds train.bin/val.bin/meta.json; ``out_dir`` receives
-    ``checkpoints/`` and ``training_metrics.json``. With ``resume=True`` the trainer
-    continues from ``checkpoints/last.pt`` (or ``best.pt`` if last is damaged).
-
-    In a process group (``tinylm.distributed``) every process makes its own ``Trainer``;
-    rank 0's writes the files and shows progress.
+    ``team`` is everything outside this process's memory (``Solo``: one process that keeps
+    nothing; ``tinylm.distributed.Team``: a run directory, in one process or several; every
+    process makes its own ``Trainer``). ``resume_from`` is a checkpoint's state to continue
+    from, refused if its model or data settings differ from ``cfg``.
     """
 
-    def __init__(self, cfg: Config, tokens_dir: Path, out_dir: Path, *, resume: bool = False,
-                 progress: bool = True, tokenizer_sha256: str = "",
-                 resume_hint: str = "tinylm train --resume") -> None:
+    def __init__(self, cfg: Config, tokens_dir: Path, *, team: Solo | None = None,
+                 resume_from: dict[str, Any] | None = None, progress: bool = True,
+                 tokenizer_sha256: str = "", resume_hint: str = "tinylm train --resume") -> None:
         self.cfg = cfg
-        self.out_dir = Path(out_dir)
-        self.ckpt_dir = self.out_dir / "checkpoints"
-        self.rank, self.world_size = distributed.rank(), distributed.world_size()
-        self.master = self.rank == 0  # writes files, prints progress
-        self.progress = progress and self.master
+        self.team = team or Solo()
+        self.progress = progress and self.team.rank == 0  # rank 0 speaks for every process
         self.tokenizer_sha256 = tokenizer_sha256
         self.resume_hint = resume_hint
         self.train_data, self.val_data, self.meta = load_splits(tokens_dir, cfg.block_size)
@@ -150,9 +223,10 @@ class Trainer:
         self.optimizer = self.model.configure_optimizer(cfg.learning_rate, cfg.weight_decay,
                                                         (cfg.beta1, cfg.beta2))
         self.sampler = EpochSampler(len(self.train_data), cfg.batch_size, cfg.seed,
-                                    rank=self.rank, world_size=self.world_size)
-        if self.world_size > 1:  # each process draws its own dropout masks
-            torch.manual_seed(cfg.seed + self.rank)
+                                    rank=self.team.rank, world_size=self.team.world_size)
+        if self.team.world_size > 1:  # each process draws its own dropout masks
+            torch.manual_seed(cfg.seed + self.team.rank)
+        self.schedule = Schedule.of(cfg, self.total_steps)
         self.step = 0
         self.epoch_loss_sum = 0.0  # running sums of the epoch in progress (saved on interrupt)
         self.epoch_steps = 0
@@ -160,9 +234,9 @@ class Trainer:
         self.best_val = math.inf
         self.elapsed = 0.0  # training seconds over all sessions of this run
         self.resumed: list[dict] = []
-        if resume:
-            self.resume()
-        self.eager = distributed.wrap(self.model)  # DistributedDataParallel in a process group
+        if resume_from is not None:
+            self.resume(resume_from)
+        self.eager = self.team.wrap(self.model)  # DistributedDataParallel in a process group
         # torch.compile fuses the many small ops of a tiny model; it needs a C++ compiler
         # and compiling before the first step, so it is optional and falls back to eager.
         self.forward = torch.compile(self.eager, dynamic=False) if cfg.compile else self.eager
@@ -174,22 +248,20 @@ class Trainer:
     # ------------------------------------------------------------ the loop
     def fit(self) -> dict:
         """Train until ``cfg.epochs`` epochs are done; return the final metrics."""
-        cfg = self.cfg
-        # the lock is shared with a Run holding it; the other ranks leave the run directory alone
-        with RunLock(self.out_dir) if self.master else nullcontext(), StopSignals() as stop:
+        cfg, team = self.cfg, self.team
+        with StopSignals() as stop:
             while self.sampler.epoch < cfg.epochs:
                 self.model.train()
                 bar = self._progress_bar()
                 tick, tokens, seconds = time.perf_counter(), 0, 0.0
                 for batch in self.sampler.epoch_batches():
-                    lr = lr_at(self.step, self.total_steps, cfg.learning_rate, cfg.warmup_steps,
-                               cfg.min_lr_ratio)
+                    lr = self.schedule(self.step)
                     x, y, share = self._shard(batch)
-                    loss = self.train_step(x, y, lr, weight=share * self.world_size).loss
+                    step = self.train_step(x, y, lr, weight=share * team.world_size)
                     # over all processes: the whole batch's loss, and a stop signal any of them got
-                    loss, signum = distributed.agree(loss * share, stop.signum)
-                    if not math.isfinite(loss):
-                        raise distributed.stop_together(self._diverged(loss))
+                    loss, signum = team.agree(step.loss * share, stop.signum)
+                    if not (math.isfinite(loss) and math.isfinite(step.grad_norm)):
+                        raise team.stopped(self._diverged(loss, step.grad_norm))
                     self.step += 1
                     self.epoch_loss_sum += loss
                     self.epoch_steps += 1
@@ -205,7 +277,7 @@ class Trainer:
                         self.save("last.pt")
                 bar.close()
                 self._end_epoch(tokens / max(seconds, 1e-9), stop)
-                _, signum = distributed.agree(0.0, stop.signum)  # a signal during evaluation
+                _, signum = team.agree(0.0, stop.signum)  # a signal during evaluation
                 if signum is not None:
                     self._interrupt(signum)
             self.save("final.pt")
@@ -213,12 +285,14 @@ class Trainer:
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float, weight: float = 1.0) -> Step:
         """One optimizer step on a batch at learning rate ``lr``: forward under autocast,
-        backward, clip, AdamW. The primitive that ``fit``, ``run_steps`` and the book share.
+        backward, clip, AdamW. The primitive that ``fit``, ``run_steps``, the time estimate
+        and the book share.
 
         ``weight`` scales the loss before ``backward``: in data-parallel training, this
         process's share of the global batch times the number of processes, because
         DistributedDataParallel averages the processes' gradients, and the mean over the
         whole batch weighs each process by its share. The loss returned is not scaled.
+        A gradient whose norm is not finite is not applied: it would make every weight NaN.
         """
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -234,10 +308,13 @@ class Trainer:
                 self.forward = self.eager
                 _, loss = self.forward(x, y, return_logits=False)
         (loss if weight == 1.0 else loss * weight).backward()
-        norm = math.nan
+        params = [p for p in self.model.parameters() if p.grad is not None]
         if self.cfg.grad_clip > 0:
-            norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip))
-        self.optimizer.step()
+            norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
+        else:
+            norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+        if math.isfinite(norm):
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return Step(loss.item(), norm)
 
@@ -248,14 +325,13 @@ class Trainer:
 
         Returns ``{"loss": [...], "seconds": [...]}``, one entry per step.
         """
-        cfg, out = self.cfg, {"loss": [], "seconds": []}
+        schedule, out = Schedule.of(self.cfg, steps), {"loss": [], "seconds": []}
         self.model.train()
         while True:
             for batch in self.sampler.epoch_batches():
-                lr = lr_at(len(out["loss"]), steps, cfg.learning_rate, cfg.warmup_steps,
-                           cfg.min_lr_ratio)
                 t0 = time.perf_counter()
-                out["loss"].append(self.train_step(*self.train_data.batch(batch), lr).loss)
+                out["loss"].append(self.train_step(*self.train_data.batch(batch),
+                                                   schedule(len(out["loss"]))).loss)
                 out["seconds"].append(time.perf_counter() - t0)
                 self.step += 1
                 if after_step is not None:
@@ -270,7 +346,7 @@ class Trainer:
         return evaluate(self.model, self.val_data, self.meta["spans"]["val"], self.cfg.languages,
                         {lang: v["tokens_per_byte"] for lang, v in self.meta["splits"]["val"].items()},
                         batch_size=self.cfg.batch_size, device=self.device, dtype=self.dtype,
-                        rank=self.rank, world_size=self.world_size)
+                        rank=self.team.rank, world_size=self.team.world_size, total=self.team.sum)
 
     # ------------------------------------------------------------ around the loop
     def _shard(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -297,7 +373,7 @@ class Trainer:
         """
         t0 = time.perf_counter()
         try:
-            with stop.second_stops_now() if self.world_size == 1 else nullcontext():
+            with stop.second_stops_now() if self.team.world_size == 1 else nullcontext():
                 val = self.evaluate()
         except StopNow:
             self._interrupt(stop.signum)
@@ -307,8 +383,7 @@ class Trainer:
             "val_loss": val["loss"], "val_perplexity": val["perplexity"], "val_bpb": val["bpb"],
             "val_by_lang": val["by_lang"],
             # the rate of the epoch's last step, also when a resumed epoch had no step left
-            "lr": lr_at(max(self.step - 1, 0), self.total_steps, self.cfg.learning_rate,
-                        self.cfg.warmup_steps, self.cfg.min_lr_ratio),
+            "lr": self.schedule(max(self.step - 1, 0)),
             "tokens_per_second": round(tokens_per_second, 1),
         }
         self.elapsed += time.perf_counter() - t0
@@ -325,37 +400,48 @@ class Trainer:
             print(f"epoch {record['epoch']}/{self.cfg.epochs}: train {record['train_loss']:.3f}  "
                   f"val {val['loss']:.3f} ({langs})  bpb {val['bpb']:.3f}", file=sys.stderr)
 
-    def _diverged(self, loss: float) -> TrainingError:
-        return TrainingError(f"the training loss became {loss} at step {self.step} "
-                             f"(epoch {self.sampler.epoch + 1})",
+    def _diverged(self, loss: float, grad_norm: float) -> TrainingError:
+        what = (f"the training loss became {loss}" if not math.isfinite(loss) else
+                f"the gradient norm became {grad_norm} (loss {loss:.3f}; the step was not applied)")
+        return TrainingError(f"{what} at step {self.step} (epoch {self.sampler.epoch + 1})",
                              "lower --learning-rate (halve it), keep grad_clip at 1.0, "
                              "or train with --dtype fp32; then start fresh.")
 
     def _interrupt(self, signum: int) -> None:
-        self.save("last.pt")
+        where = self.save("last.pt")
         self.write_metrics("interrupted")
-        raise distributed.stop_together(Interrupted(
-            f"{signal.Signals(signum).name} received: saved checkpoint at step {self.step} "
-            f"(epoch {self.sampler.epoch + 1}, batch {self.sampler.batch}) to "
-            f"{self.ckpt_dir / 'last.pt'}", f"resume with: {self.resume_hint}"))
+        at = f"at step {self.step} (epoch {self.sampler.epoch + 1}, batch {self.sampler.batch})"
+        raise self.team.stopped(Interrupted(
+            f"{signal.Signals(signum).name} received: " +
+            (f"saved checkpoint {at} to {where}" if where else f"stopped {at}"),
+            f"resume with: {self.resume_hint}"))
 
     # ------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        """Everything the loop depends on. With several processes every one must call it:
-        their random generators (each draws its own dropout masks) are gathered into it."""
-        rng = distributed.all_gather({"torch": torch.get_rng_state(), "cuda": (
-            torch.cuda.get_rng_state() if self.device.type == "cuda" else None)})
+    def save(self, name: str) -> str | None:
+        """Checkpoint ``name`` through the team; where it went, if anywhere. Every process
+        calls it: each draws its own dropout masks, so all their random generators are
+        gathered into it first."""
+        return self.team.save(name, self.state_dict(self.team.gather(self._rng_state())))
+
+    def _rng_state(self) -> dict[str, Any]:
+        return {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}
+
+    def state_dict(self, rng_ranks: list[dict] | None = None) -> dict[str, Any]:
+        """Everything the loop depends on. ``rng_ranks``: every process's random generators,
+        as ``save`` gathers them; this process's alone without."""
+        rng = rng_ranks or [self._rng_state()]
         state = {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "model_config": self.model_config.to_dict(), "config": json.dumps(self.cfg.to_dict()),
-            "step": self.step, "sampler": self.sampler.state_dict(),
+            "step": self.step, "schedule": asdict(self.schedule), "sampler": self.sampler.state_dict(),
             "epoch_loss_sum": self.epoch_loss_sum, "epoch_steps": self.epoch_steps,
             "history": json.dumps(self.history), "best_val": self.best_val,
             "elapsed": self.elapsed, "resumed": json.dumps(self.resumed),
             "rng_torch": rng[0]["torch"], "tokenizer_sha256": self.tokenizer_sha256,
-            "world_size": self.world_size,
+            "world_size": self.team.world_size,
         }
-        if self.world_size > 1:
+        if len(rng) > 1:
             state["rng_ranks"] = rng
         if self.device.type == "cuda":
             state["rng_cuda"] = rng[0]["cuda"]
@@ -372,30 +458,28 @@ class Trainer:
         self.best_val = float(state["best_val"])
         self.elapsed = float(state["elapsed"])
         self.resumed = json.loads(state["resumed"])
+        # the schedule it trained with (older checkpoints: the plain one of its own epochs),
+        # continued over this run's number of steps
+        saved = state.get("schedule") or asdict(Schedule.of(
+            self.cfg, Config.from_dict(json.loads(state["config"])).epochs * self.sampler.batches_per_epoch))
+        self.schedule = Schedule(**saved).resumed(self.step, self.total_steps)
         saved = state.get("rng_ranks") or [{"torch": state["rng_torch"], "cuda": state.get("rng_cuda")}]
-        if self.rank < len(saved):
-            torch.set_rng_state(saved[self.rank]["torch"])
-            if saved[self.rank]["cuda"] is not None and self.device.type == "cuda":
-                torch.cuda.set_rng_state(saved[self.rank]["cuda"])
+        rank = self.team.rank
+        if rank < len(saved):
+            torch.set_rng_state(saved[rank]["torch"])
+            if saved[rank]["cuda"] is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(saved[rank]["cuda"])
         else:  # more processes than the saving run had: this one starts its own stream
-            torch.manual_seed(self.cfg.seed + self.rank)
+            torch.manual_seed(self.cfg.seed + rank)
 
-    def resume(self) -> None:
-        """Continue from the run's newest good checkpoint, refusing changed model or data settings."""
-        state, _ = load_resume_state(self.ckpt_dir, self.device, quiet=not self.master)  # last.pt, else best.pt
+    def resume(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's state, refusing changed model or data settings."""
         changed = check_resume(Config.from_dict(json.loads(state["config"])), self.cfg)
         if self.tokenizer_sha256 and state.get("tokenizer_sha256") not in ("", self.tokenizer_sha256):
             raise TrainingError("cannot resume: the tokenizer changed since the checkpoint was saved",
                                 "restore the original tokenizer or start fresh.")
         self.load_state_dict(state)
         self.resumed.append({"at_step": self.step, "changed": changed})
-
-    def save(self, name: str) -> None:
-        """Rank 0 writes ``checkpoints/<name>``; the other processes wait until it is whole."""
-        state = self.state_dict()
-        if self.master:
-            save_checkpoint(self.ckpt_dir / name, state)
-        distributed.barrier()
 
     # ------------------------------------------------------------ the report
     def metrics(self, status: str) -> dict:
@@ -411,8 +495,9 @@ class Trainer:
                      "train_windows": len(self.train_data), "val_windows": len(self.val_data),
                      "steps_per_epoch": self.sampler.batches_per_epoch,
                      # batch_size is the global batch; each process steps on its share of it
-                     "global_batch_size": self.cfg.batch_size, "world_size": self.world_size},
+                     "global_batch_size": self.cfg.batch_size, "world_size": self.team.world_size},
             "environment": environment(self.device, self.dtype),
+            "schedule": asdict(self.schedule),
             "history": self.history,
             "best_epoch": best["epoch"] if best else None,
             "best_val_loss": best["val_loss"] if best else None,
@@ -425,6 +510,5 @@ class Trainer:
 
     def write_metrics(self, status: str) -> dict:
         metrics = self.metrics(status)
-        if self.master:
-            write_json(self.out_dir / "training_metrics.json", metrics)
+        self.team.record(metrics)
         return metrics

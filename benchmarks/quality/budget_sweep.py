@@ -99,7 +99,6 @@ def rates(names: list[str], seconds: float) -> dict[str, float]:
 
 def train_one(name: str, steps: int, tokens_dir: str, device: str) -> dict:
     """One candidate for ``steps`` steps, in a worker process; its validation figures."""
-    import tempfile
     import time
 
     import torch
@@ -108,12 +107,11 @@ def train_one(name: str, steps: int, tokens_dir: str, device: str) -> dict:
 
     torch.set_num_threads(1)
     cfg = config(name).replace(device=device)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, Path(tokens_dir), Path(tmp), progress=False)
-        t0 = time.perf_counter()
-        losses = trainer.run_steps(steps)["loss"]
-        seconds = time.perf_counter() - t0
-        val = trainer.evaluate()
+    trainer = Trainer(cfg, Path(tokens_dir), progress=False)
+    t0 = time.perf_counter()
+    losses = trainer.run_steps(steps)["loss"]
+    seconds = time.perf_counter() - t0
+    val = trainer.evaluate()
     return {"steps": steps, "epochs": round(steps / trainer.sampler.batches_per_epoch, 2),
             "final_train_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
             "val_loss": round(val["loss"], 4), "val_bpb": round(val["bpb"], 4),

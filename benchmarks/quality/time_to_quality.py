@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,12 +40,11 @@ def main() -> None:
     for budget in a.budgets:
         steps_per_second = measure_tokens_per_second(cfg, seconds=5.0) / tokens_per_step
         steps = max(1, int(budget * steps_per_second))
-        with tempfile.TemporaryDirectory() as tmp:
-            trainer = Trainer(cfg, run.tokens_dir, Path(tmp), progress=False)
-            t0 = time.perf_counter()
-            losses = trainer.run_steps(steps)["loss"]
-            train_s = time.perf_counter() - t0
-            val = trainer.evaluate()
+        trainer = Trainer(cfg, run.tokens_dir, progress=False)
+        t0 = time.perf_counter()
+        losses = trainer.run_steps(steps)["loss"]
+        train_s = time.perf_counter() - t0
+        val = trainer.evaluate()
         rows.append({"budget_s": budget, "steps": steps,
                      "epochs": round(steps / trainer.sampler.batches_per_epoch, 2),
                      "train_s": round(train_s, 1), "final_train_loss": round(losses[-1], 4),

@@ -46,7 +46,7 @@ def main() -> None:
     cfg = load_preset(a.preset, languages=["en"])
     setup_process(cfg.threads)  # as `tinylm train` does
     tmp = random_token_files(cfg.vocab_size, 200_000)
-    trainer = Trainer(cfg, tmp, tmp / "out", progress=False)
+    trainer = Trainer(cfg, tmp, progress=False)
     batch = torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.block_size + 1),
                           generator=torch.Generator().manual_seed(0))
     for _ in range(a.warmup):

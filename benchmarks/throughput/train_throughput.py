@@ -90,7 +90,7 @@ def worker(a: argparse.Namespace) -> dict:
             libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
         elif a.undo == "flush_denormal":
             torch.set_flush_denormal(False)
-        trainer = Trainer(tc, tmp, tmp / "out", progress=False)
+        trainer = Trainer(tc, tmp, progress=False)
         if a.undo == "chunked_loss":  # the plain loss over the whole batch's logits
             forward = trainer.forward
             trainer.forward = lambda x, y, return_logits: forward(x, y)

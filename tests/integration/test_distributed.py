@@ -146,7 +146,7 @@ WORKER = textwrap.dedent("""
     distributed.agree = recording_agree
     setup_process(1)
     with distributed.process_group("cpu") if distributed.launched() else nullcontext():
-        trainer = Trainer(cfg, sys.argv[2], sys.argv[3], progress=False)
+        trainer = Trainer(cfg, sys.argv[2], team=distributed.Team(sys.argv[3]), progress=False)
         trainer.fit()
         sharded = trainer.evaluate()
         whole = evaluate(trainer.model, trainer.val_data, trainer.meta["spans"]["val"], cfg.languages,

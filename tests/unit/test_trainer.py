@@ -2,8 +2,11 @@
 the process or the user (settings, questions) behind the entry point's back."""
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -11,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tinylm import pipeline
 from tinylm.config import load_preset
-from tinylm.errors import ConfigError, TinyLMError
+from tinylm.errors import ConfigError, Interrupted, TinyLMError, TrainingError
 from tinylm.stages import Run
-from tinylm.train import Trainer, lr_at
+from tinylm.train import Solo, Trainer, lr_at
 
 TINY = dict(vocab_size=300, block_size=16, n_layer=1, n_head=2, n_embd=32, batch_size=4,
             epochs=1, warmup_steps=3, dropout=0.0, languages=["en"])
@@ -37,7 +41,7 @@ def _tokens(folder: Path, vocab_size: int = 300, n: int = 4000) -> Path:
 
 def test_each_run_steps_call_is_a_whole_schedule(tmp_path):
     cfg = load_preset("quick", **TINY)
-    trainer = Trainer(cfg, _tokens(tmp_path / "tokens"), tmp_path / "out", progress=False)
+    trainer = Trainer(cfg, _tokens(tmp_path / "tokens"), progress=False)
     rates: list[float] = []
     record = lambda t: rates.append(t.optimizer.param_groups[0]["lr"])  # noqa: E731
     trainer.run_steps(12, record)
@@ -51,10 +55,79 @@ def test_each_run_steps_call_is_a_whole_schedule(tmp_path):
 
 def test_train_step_reports_the_norm_before_clipping(tmp_path):
     cfg = load_preset("quick", **TINY, grad_clip=1e-3)
-    trainer = Trainer(cfg, _tokens(tmp_path / "tokens"), tmp_path / "out", progress=False)
+    trainer = Trainer(cfg, _tokens(tmp_path / "tokens"), progress=False)
     x, y = trainer.train_data.batch(np.arange(4))
     step = trainer.train_step(x, y, lr=1e-3)
     assert step.grad_norm > 1e-3 and np.isfinite(step.loss)  # an untrained model's norm is far above
+
+
+class Keeping(Solo):
+    """One process that keeps its checkpoints in memory, and is asked to stop (as by Ctrl-C)
+    after ``stop_after`` steps."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.saved: dict[str, dict] = {}
+        self.stop_after, self.agreed = stop_after, 0
+
+    def agree(self, loss, signum):
+        self.agreed += 1
+        return loss, signal.SIGINT if self.agreed == self.stop_after else signum
+
+    def save(self, name, state):
+        self.saved[name] = copy.deepcopy(state)
+        return f"memory:{name}"
+
+
+def _rates(trainer: Trainer) -> list[float]:
+    """The learning rate of every step ``trainer`` takes from now on."""
+    rates, step = [], trainer.train_step
+    trainer.train_step = lambda x, y, lr, weight=1.0: (rates.append(lr), step(x, y, lr, weight))[1]
+    return rates
+
+
+def test_more_epochs_on_resume_continue_the_learning_rate_where_it_was(tmp_path):
+    """Resumed with more epochs, a run goes on from the rate it had reached and decays it
+    over the steps that remain: no jump back up the cosine, and no second warmup."""
+    tokens = _tokens(tmp_path / "tokens", n=1000)  # 16 steps per epoch
+    cfg = load_preset("quick", **{**TINY, "epochs": 2})
+    team = Keeping(stop_after=6)
+    shorter = Trainer(cfg, tokens, team=team, progress=False)
+    before = _rates(shorter)
+    with pytest.raises(Interrupted, match="saved checkpoint at step 6 .* to memory:last.pt"):
+        shorter.fit()
+    state = team.saved["last.pt"]
+    longer = Trainer(cfg.replace(epochs=4), tokens, resume_from=state, progress=False)
+    after = _rates(longer)
+    metrics = longer.fit()
+    assert len(before) == state["step"] == 6 and len(after) == longer.total_steps - 6
+    assert after[0] == pytest.approx(shorter.schedule(6))  # the rate the shorter run had next
+    assert all(b <= a for a, b in zip(after, after[1:]))
+    assert after[-1] < after[0] and longer.schedule(longer.total_steps) == pytest.approx(
+        cfg.learning_rate * cfg.min_lr_ratio)  # down to the floor at the new end
+    assert metrics["resumed"] == [{"at_step": 6, "changed": {"epochs": [2, 4]}}]
+    assert metrics["history"][-1]["lr"] == after[-1]
+
+
+@pytest.mark.parametrize("grad_clip", [1.0, 0.0], ids=["clipped", "not clipped"])
+def test_a_gradient_that_is_not_finite_stops_training_before_a_checkpoint_keeps_it(tmp_path, grad_clip):
+    """A finite loss with an infinite gradient: the step is not applied, and training stops
+    with a clear error before the next checkpoint (which falls on that very step)."""
+    cfg = load_preset("quick", **TINY, grad_clip=grad_clip, checkpoint_every=5)
+    team = Keeping()
+    trainer = Trainer(cfg, _tokens(tmp_path / "tokens", n=1000), team=team, progress=False)
+    calls = []
+
+    def poison(grad):  # the fifth backward pass gives this weight an infinite gradient
+        calls.append(1)
+        return torch.full_like(grad, math.inf) if len(calls) == 5 else grad
+
+    trainer.model.blocks[0].mlp.fc.weight.register_hook(poison)
+    with pytest.raises(TrainingError, match="the gradient norm became inf .* at step 4 ") as err:
+        trainer.fit()
+    assert "learning-rate" in err.value.remedy
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    for name, state in team.saved.items():
+        assert all(torch.isfinite(w).all() for w in state["model"].values()), name
 
 
 def test_library_makes_no_process_wide_settings(tmp_path):
@@ -67,7 +140,7 @@ def test_library_makes_no_process_wide_settings(tmp_path):
         threads = torch.get_num_threads()
         from tinylm.config import load_preset
         cfg = load_preset("quick", **{TINY!r}, threads=1)
-        tinylm.train.Trainer(cfg, {str(tmp_path / 'tokens')!r}, {str(tmp_path / 'out')!r}, progress=False)
+        tinylm.train.Trainer(cfg, {str(tmp_path / 'tokens')!r}, progress=False)
         print(json.dumps({{"omp": os.environ.get("OMP_WAIT_POLICY"),
                           "threads_kept": torch.get_num_threads() == threads,
                           "subnormal_kept": (torch.tensor([1e-39]) * 1.0).item() != 0.0}}))
