@@ -413,7 +413,9 @@ def _wait(proc: subprocess.Popen, outcome: Path) -> int:
     """torchrun's exit code. Rank 0 reports a failure and exits 0, so torchrun's agent does
     not stop the others: a peer that needs rank 0 at its next collective notices at once
     under gloo, but under nccl it may block until ``TIMEOUT``. So once rank 0 has reported a
-    failure, the others get ``GRACE`` seconds to stop, then the launch's session is killed."""
+    failure, the others get ``GRACE`` seconds to stop, then they and torchrun are killed."""
+    import psutil
+
     failed_at = None
     while True:
         try:
@@ -423,10 +425,15 @@ def _wait(proc: subprocess.Popen, outcome: Path) -> int:
         if failed_at is None and (_read_outcome(outcome) or {}).get("exit_code"):
             failed_at = time.monotonic()
         if failed_at is not None and time.monotonic() - failed_at > GRACE:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            try:  # the ranks too: torchrun starts each in a session of its own
+                doomed = [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]
+            except psutil.NoSuchProcess:
+                doomed = []
+            for p in doomed:
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
             return proc.wait()
 
 

@@ -382,17 +382,20 @@ def plot_val_by_language(metrics: dict | list, title: str = "") -> Figure:
     return fig
 
 
-def plot_lr_schedule(cfg, steps_per_epoch: int, history: Sequence[dict] = ()) -> Figure:
+def plot_lr_schedule(cfg, steps_per_epoch: int, history: Sequence[dict] = (),
+                     schedule: dict | None = None) -> Figure:
     """The learning rate of every step of a run of ``cfg``: linear warmup, cosine decay.
 
-    Drawn with ``tinylm.train.lr_at``, the function the trainer calls; epoch ends are
-    ruled, and ``history`` (``training_metrics.json``'s) marks the rate each epoch ended on.
+    Drawn with ``tinylm.train.Schedule``, what the trainer calls (``lr_at``, continued as a
+    resume with more epochs continues it: ``schedule``, ``training_metrics.json``'s); epoch
+    ends are ruled, and ``history`` marks the rate each epoch ended on.
     """
-    from tinylm.train import lr_at  # torch: `tinylm plot` draws from JSON without it
+    from tinylm.train import Schedule  # torch: `tinylm plot` draws from JSON without it
 
     total = cfg.epochs * steps_per_epoch
     steps = np.arange(total + 1)
-    lrs = [lr_at(s, total, cfg.learning_rate, cfg.warmup_steps, cfg.min_lr_ratio) for s in steps]
+    rate = Schedule(**schedule) if schedule else Schedule.of(cfg, total)
+    lrs = [rate(s) for s in steps]
     fig, ax = subplots(figsize=(8, 3.6), layout="constrained")
     ax.plot(steps, lrs, color="#1f77b4", lw=2, label="lr_at(step)")
     for e in range(1, cfg.epochs + 1):

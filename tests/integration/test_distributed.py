@@ -361,3 +361,49 @@ def test_rank0_reports_how_it_ended_to_the_launcher(tmp_path, monkeypatch):
     assert distributed.report_to_launcher(2, CorpusError("no corpus", "add one")) == 0
     assert json.loads(outcome.read_text()) == {"exit_code": 2, "error": "CorpusError",
                                                "message": "no corpus", "remedy": "add one"}
+
+
+LONELY_FAILURE = textwrap.dedent("""
+    # Rank 0 fails alone and reports it; rank 1 waits for it forever, as a peer blocked in an
+    # nccl collective would, ignoring SIGTERM as the ranks of tinylm's launcher do.
+    import signal, time
+    from tinylm import distributed
+    from tinylm.errors import CheckpointError
+
+    if distributed.launched_rank() == 0:
+        distributed.report_to_launcher(4, CheckpointError("rank 0 could not write", "free disk"))
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(300)
+""")
+LAUNCHER = textwrap.dedent("""
+    import sys
+    from tinylm import distributed
+    from tinylm.errors import TinyLMError
+
+    distributed.GRACE = 1.0
+    try:
+        distributed.launch([sys.argv[1]], 2)
+    except TinyLMError as exc:
+        print(f"{type(exc).__name__} {exc.exit_code}: {exc.message}")
+""")
+
+
+def test_a_failure_of_rank_0_alone_ends_every_process_with_its_error(tmp_path):
+    """Rank 0 exits 0 after reporting (torchrun would turn its code into 1 and a traceback), so
+    torchrun's agent does not stop the others: the launcher must, instead of waiting with them
+    for the process group's timeout."""
+    rank = tmp_path / "lonely_failure.py"
+    rank.write_text(LONELY_FAILURE)
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(rank)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        ranks = ranks_of(launcher)
+        out, err = launcher.communicate(timeout=120)
+    finally:
+        for p in psutil.Process(launcher.pid).children(recursive=True) if launcher.poll() is None else ():
+            p.kill()
+        launcher.kill()
+    assert out.strip() == "CheckpointError 4: rank 0 could not write", err[-3000:]
+    gone, alive = psutil.wait_procs(list(ranks.values()), timeout=30)
+    assert not alive, "a rank outlived the launch"
