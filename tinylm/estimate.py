@@ -12,7 +12,9 @@ running a few optimizer steps of the configured model on random tokens, and mult
 """
 from __future__ import annotations
 
+import json
 import math
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,8 +65,6 @@ def count_tokens(cfg: Config, tokens_dir: Path | None = None) -> tuple[int, int,
     run has token files, else estimated from the corpus size and ``tokens_per_byte``."""
     meta = Path(tokens_dir) / "meta.json" if tokens_dir else None
     if meta is not None and meta.is_file():
-        import json
-
         counts = json.loads(meta.read_text())["tokens"]
         return int(counts["train"]), int(counts["val"]), True
     total = cfg.bytes_per_language * len(cfg.languages) * tokens_per_byte(cfg.vocab_size)
@@ -91,12 +91,10 @@ def measure_tokens_per_second(cfg: Config, seconds: float = 3.0, warmup: int = 2
     random tokens, under the precision and threads the run would use, for about ``seconds``
     after ``warmup`` steps; the model is thrown away.
     """
-    import tempfile
-
-    import numpy as np
+    import numpy as np  # numpy, torch: the command line checks its input without them
     import torch
 
-    from tinylm.train import Trainer
+    from tinylm.train import Trainer  # torch
 
     with tempfile.TemporaryDirectory(prefix="tinylm-estimate-") as tmp:
         trainer = Trainer(cfg.replace(compile=False), _random_tokens(cfg, Path(tmp)), progress=False)
@@ -115,9 +113,7 @@ def measure_tokens_per_second(cfg: Config, seconds: float = 3.0, warmup: int = 2
 def _random_tokens(cfg: Config, folder: Path) -> Path:
     """Token files of random ids, one batch of windows and a meta.json: enough for a trainer
     to step on (its speed does not depend on the text)."""
-    import json
-
-    import numpy as np
+    import numpy as np  # numpy: the command line checks its input without it
 
     n = cfg.batch_size * cfg.block_size + 1
     tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, n).astype(np.uint16)
