@@ -38,11 +38,10 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from tqdm import tqdm
-
 from tinylm.config import TRANSLATIONS, Config
 from tinylm.errors import CorpusError
 from tinylm.files import atomic_write_text, sha256_file, write_json
+from tinylm.progress import bar as progress_bar
 
 EOT = "<|endoftext|>"
 SPLITS = ("train", "val")
@@ -334,7 +333,7 @@ def _user_documents(files: list[tuple[Path, str]], cfg: Config, progress: bool) 
     """Documents of each language, split into train/val by a seeded shuffle per language."""
     by_lang: dict[str, list[tuple[str, str]]] = {}
     quiet = not progress or len(files) < 10
-    for path, name in tqdm(files, desc="reading corpus", unit="file", disable=quiet):
+    for path, name in progress_bar(files, desc="reading corpus", unit="file", disable=quiet):
         lang = _language_of(name, cfg)
         docs = _documents(clean_text(_read_text(path, name)))
         if not docs:
@@ -455,8 +454,8 @@ def fetch_url(url: str, sha256: str, cache_dir: Path | None = None, max_bytes: i
             length = response.headers.get("Content-Length")
             if length and int(length) > max_bytes:
                 raise too_big
-            with tqdm(total=int(length) if length else None, unit="B", unit_scale=True,
-                      desc="download", disable=not progress) as bar:
+            with progress_bar(total=int(length) if length else None, unit="B", unit_scale=True,
+                              desc="download", disable=not progress) as bar:
                 while chunk := response.read(1 << 16):
                     size += len(chunk)
                     if size > max_bytes:

@@ -26,6 +26,7 @@ from tinylm import errors
 from tinylm.config import EXAMPLES_DIR, NOT_TRAINING, Config, check_resume, load_preset
 from tinylm.errors import ConfigError, PrerequisiteError, TinyLMError
 from tinylm.files import RunLock
+from tinylm.progress import HEADLESS
 from tinylm.runtime import physical_cores
 from tinylm.stages import OWN_EXPORT, Run
 
@@ -280,8 +281,11 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
             return seconds
 
         # the kernels share our lock; their sockets go to a folder of their own, not to the
-        # kernels' working directory (the chapters' folder, read-only in some installs)
-        with _environment("TINYLM_LOCK_PID", str(os.getpid())), \
+        # kernels' working directory (the chapters' folder, read-only in some installs); no one
+        # watches their output live, so their progress is text the executed notebook keeps
+        # (tinylm.progress), and transformers' loading bars are off
+        with _environment("TINYLM_LOCK_PID", str(os.getpid())), _environment(HEADLESS, "1"), \
+                _environment("HF_HUB_DISABLE_PROGRESS_BARS", "1"), \
                 tempfile.TemporaryDirectory(prefix="tinylm-kernels-") as sockets:
             pending = list(notebooks)
             while pending:

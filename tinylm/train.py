@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from tinylm import progress
 from tinylm.config import Config, check_resume
 from tinylm.data import EpochSampler, load_splits
 from tinylm.errors import ConfigError, Interrupted, TrainingError
@@ -359,10 +360,9 @@ class Trainer:
         return x, y, len(part) / len(batch)
 
     def _progress_bar(self) -> tqdm:
-        return tqdm(total=self.sampler.batches_per_epoch, initial=self.sampler.batch,
-                    desc=f"epoch {self.sampler.epoch + 1}/{self.cfg.epochs}", unit="step",
-                    disable=not self.progress, file=sys.stderr, dynamic_ncols=True,
-                    mininterval=1.0 if sys.stderr.isatty() else 15.0)  # a log: fewer lines
+        return progress.bar(total=self.sampler.batches_per_epoch, initial=self.sampler.batch,
+                            desc=f"epoch {self.sampler.epoch + 1}/{self.cfg.epochs}", unit="step",
+                            disable=not self.progress)
 
     def _end_epoch(self, tokens_per_second: float, stop: StopSignals) -> None:
         """Evaluate, record the epoch, keep the best model, save, report.
