@@ -1,6 +1,7 @@
 """`tinylm pipeline`: the chapters executed headless are the training pipeline."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,32 @@ def test_pipeline_writes_every_artifact_and_executed_chapter(quick_run):
     assert "pipeline finished in" in out.stdout and "final.pt" in out.stdout
     # the kernels talk over local sockets: no warning about unencrypted TCP, once per chapter
     assert "without encryption" not in out.stderr
+
+
+#: A library's noise in a cell's stderr: Python's warnings (UserWarning, TqdmWarning: "IProgress
+#: not found"), logging's "warning", transformers' loading bars, a traceback printed and survived.
+NOISE = re.compile(r"warn|IProgress|Loading weights|Traceback", re.IGNORECASE)
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def noise_in(path: Path) -> list[str]:
+    """The warnings in an executed chapter's stderr outputs, and any widget among its outputs (a
+    headless run's progress is text: the book cannot render a widget that no kernel serves)."""
+    found = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        for out in cell.get("outputs", []):
+            where = f"{path.stem}, cell {cell.get('id')}"
+            if out.output_type == "stream" and out.name == "stderr":
+                found += [f"{where}: {line.strip()[:200]}" for line in out.text.splitlines() if NOISE.search(line)]
+            if WIDGET in out.get("data", {}):
+                found.append(f"{where}: a widget output")
+    return found
+
+
+def test_executed_chapters_hold_no_warnings_and_no_widgets(quick_run):
+    run_dir, _ = quick_run
+    noise = [line for path in sorted((run_dir / "notebooks").glob("*.ipynb")) for line in noise_in(path)]
+    assert not noise, "\n".join(noise)
 
 
 def test_unchanged_stages_are_skipped(quick_run):
