@@ -331,7 +331,8 @@ def plot_loss_curves(metrics: dict | list, reference: dict | list | None = None,
 
     ``metrics`` is ``training_metrics.json`` (or its ``history``); with ``reference``
     (another run's metrics, e.g. ``book/reference/training_metrics.json``) a second panel
-    shows it beside.
+    shows it beside. Every curve has a marker at each epoch, so a run of one epoch shows its
+    points instead of lines with nothing to join.
     """
     runs = [(labels[0], metrics)] + ([(labels[1], reference)] if reference is not None else [])
     fig, axes = subplots(1, len(runs), figsize=(5.6 * len(runs), 3.9), layout="constrained",
@@ -342,8 +343,8 @@ def plot_loss_curves(metrics: dict | list, reference: dict | list | None = None,
         ax.plot(ep, [r["train_loss"] for r in h], "o-", color="#333333", ms=3, label="training (epoch mean)")
         ax.plot(ep, [r["val_loss"] for r in h], "o-", color="#d62728", ms=3, label="validation")
         for lang in (h[0].get("val_by_lang", {}) if h else {}):
-            ax.plot(ep, [r["val_by_lang"][lang]["loss"] for r in h], "--", color=lang_color(lang), lw=1.2,
-                    label=f"validation, {lang}")
+            ax.plot(ep, [r["val_by_lang"][lang]["loss"] for r in h], "s--", color=lang_color(lang), lw=1.2,
+                    ms=3, label=f"validation, {lang}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss (nats per token)")
         extra = ""
