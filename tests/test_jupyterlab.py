@@ -1,7 +1,8 @@
 """JupyterLab as `make lab` opens it: the chapters' MyST rendered (jupyterlab-myst).
 
 Without the extension Lab shows every ``:::{dropdown} Solution`` as raw text, the answer in
-view. This is the cheap check that the extension is installed and enabled in this environment.
+view. `make lab-check` (tests/lab_check.py) opens a chapter in a real browser; this is the cheap
+check that the extension is installed and enabled in this environment.
 (`jupyter labextension list` marks jupyterlab-myst 2.7 as built against an older @jupyter/ydoc
 than JupyterLab 4.6 ships; it loads and renders all the same, so only "enabled" is required.)
 """
