@@ -26,7 +26,7 @@ from tinylm import __version__, distributed, estimate
 from tinylm.budget import REQUESTS, raise_if_budget_failed
 from tinylm.config import EVALUATION, PRESETS, SAMPLING, Config, describe, load_preset
 from tinylm.errors import CheckpointError, ConfigError, Interrupted, PrerequisiteError, TinyLMError
-from tinylm.files import atomic_write_bytes, write_json
+from tinylm.files import adopt_parent_lock, atomic_write_bytes, write_json
 from tinylm.pipeline import chapter_paths, check_parameters, run_pipeline
 from tinylm.runtime import (cpu_supports_bf16, environment, resolve_device, resolve_dtype,
                             set_threads, setup_process, use_passive_openmp_wait)
@@ -579,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     use_passive_openmp_wait()  # before anything loads torch, and for every process we start
+    adopt_parent_lock()  # a process of tinylm's launcher shares the launcher's lock
     main_thread = (threading.current_thread() is threading.main_thread()
                    and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN)
     # tinylm's launcher passes a stop on as SIGINT; SIGTERM is torchrun tearing down the rest

@@ -10,13 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
 from tinylm.errors import PrerequisiteError
 
-TMP_SUFFIX = ".tmp"  # temporary files are ".<name>.<random>.tmp" beside their target
+TMP_SUFFIX = ".tmp"  # temporary files are ".<name>.<random hex>.tmp" beside their target
+_TEMP_NAME = re.compile(rf"\..+\.[0-9a-f]+{re.escape(TMP_SUFFIX)}")
+#: Names the process that holds a run's lock, for the process it starts to share it.
+LOCK_PID = "TINYLM_LOCK_PID"
+_shared_with: int | None = None  # the parent whose lock this process shares (adopt_parent_lock)
 
 
 def _new_temp_file(path: Path) -> tuple[int, Path]:
@@ -71,6 +77,18 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def probe_writable(folder: Path) -> None:
+    """Raise ``OSError`` unless a file can be created in ``folder``.
+
+    The probe's name is this probe's own and it is created new (``O_EXCL``), so concurrent
+    probes never remove each other's file, and a symbolic link planted under a probe's name
+    is never followed to truncate its target.
+    """
+    probe = Path(folder) / f".write-test.{os.getpid()}.{os.urandom(4).hex()}"
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666))
+    probe.unlink()
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -91,7 +109,7 @@ class RunLock:
     process the lock is shared and re-entrant (``Run.train`` holds it while ``Trainer.fit``
     takes it again). A process whose parent holds the lock (the pipeline running a chapter
     in a Jupyter kernel) names that parent in ``TINYLM_LOCK_PID`` and shares the lock
-    instead of refusing.
+    instead of refusing (``adopt_parent_lock``).
     """
 
     def __init__(self, run_dir: Path) -> None:
@@ -112,7 +130,7 @@ class RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + 1.0
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -139,6 +157,22 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+
+    def _open(self) -> int:
+        """The lock file, opened (created if missing) without following a symbolic link: a
+        link planted in a shared folder would have the lock truncate its target."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except OSError:
+            if not self.path.is_symlink():
+                raise
+        else:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return fd
+            os.close(fd)
+        raise PrerequisiteError(f"{self.path} is a symbolic link or not a plain file, so tinylm "
+                                "does not write it",
+                                f"remove {self.path} if it is not yours, or use another --output-dir.")
 
     def held_by_parent(self) -> bool:
         """True when the process that started this one holds the lock and shares it
@@ -170,17 +204,38 @@ class RunLock:
 
 
 def remove_temp_files(folder: Path) -> list[Path]:
-    """Delete the temporary files that killed writers left under ``folder`` (never used)."""
+    """Delete the temporary files that killed writers left in ``folder`` and its folders.
+
+    Only what ``atomic_write_bytes`` creates: plain files named ``.<name>.<hex>.tmp``, in
+    ``folder`` and one level down (a run's stage folders), never through a symbolic link,
+    so that a run in a shared folder leaves other programs' files alone.
+    """
+    folder = Path(folder)
     removed = []
-    for tmp in Path(folder).rglob(f".*{TMP_SUFFIX}"):
-        if tmp.is_file():
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
+    for where in [folder, *(d for d in folder.iterdir() if d.is_dir() and not d.is_symlink())]:
+        for tmp in where.iterdir():
+            if _TEMP_NAME.fullmatch(tmp.name) and tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
     return removed
 
 
+def adopt_parent_lock() -> None:
+    """Share the lock of the process that started this one, named in ``TINYLM_LOCK_PID``,
+    and take the name out of the environment, so that the processes this one starts (a
+    chapter's own subprocess, a command run from a notebook) take the lock like any other.
+
+    Called by the entry points a lock holder starts: a chapter's kernel (``chapter_run``)
+    and a process of a data-parallel run (``tinylm train`` under torchrun).
+    """
+    global _shared_with
+    value = os.environ.pop(LOCK_PID, "")
+    if value.isdigit():
+        _shared_with = int(value)
+
+
 def _ours(pid: int) -> bool:
-    return pid == os.getpid() or str(pid) == os.environ.get("TINYLM_LOCK_PID")
+    return pid == os.getpid() or pid == _shared_with
 
 
 def _alive(pid: int) -> bool:

@@ -25,7 +25,7 @@ from pathlib import Path
 from tinylm import errors
 from tinylm.config import EXAMPLES_DIR, NOT_TRAINING, Config, check_resume, load_preset
 from tinylm.errors import ConfigError, PrerequisiteError, TinyLMError
-from tinylm.files import RunLock
+from tinylm.files import RunLock, adopt_parent_lock
 from tinylm.progress import HEADLESS
 from tinylm.runtime import physical_cores
 from tinylm.stages import OWN_EXPORT, Run
@@ -102,6 +102,7 @@ def chapter_run(run_dir: str | Path | None, config: dict, resume: bool) -> Chapt
     resumable settings differ (``ChapterRun.keep_model``). The pipeline's own ``run_dir``
     is used as it is: the pipeline holds the folder and has decided with its user.
     """
+    adopt_parent_lock()  # a kernel the pipeline started shares its lock; the kernel's children do not
     if run_dir is None:
         cfg = load_preset("quick", **config)
         run_dir = book_run_dir(cfg)

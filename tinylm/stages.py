@@ -31,7 +31,7 @@ from tinylm.config import (CORPUS_KEYS, NOT_TRAINING, RESUMABLE_CHANGES, Config,
 from tinylm.corpus import CorpusStats, build_corpus
 from tinylm.errors import (CheckpointError, ConfigError, PrerequisiteError, TinyLMError,
                            TokenizerError, TrainingError)
-from tinylm.files import RunLock, sha256_file, write_json
+from tinylm.files import RunLock, probe_writable, sha256_file, write_json
 
 #: The files each stage writes; a stage missing one is not fresh, whatever its fingerprint.
 OUTPUTS = {"corpus": ("train.txt", "val.txt", "stats.json"), "tokenizer": ("tokenizer.json",),
@@ -143,9 +143,7 @@ class Run:
                                     "not exist yet).")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            probe = self.dir / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
+            probe_writable(self.dir)
         except OSError as exc:
             raise PrerequisiteError(f"output directory {self.dir} is not writable ({exc.strerror})",
                                     "choose another --output-dir or fix its permissions.") from None

@@ -253,8 +253,9 @@ def test_lock_is_reentrant_and_shared_inside_one_process(tmp_path):
 
 _HOLD = textwrap.dedent("""
     import sys
-    from tinylm.files import RunLock
+    from tinylm.files import RunLock, adopt_parent_lock
     from tinylm.errors import TinyLMError
+    adopt_parent_lock()  # as every entry point does (a chapter's kernel, a rank)
     try:
         with RunLock(sys.argv[1]):
             print("locked", flush=True)
@@ -431,3 +432,83 @@ def test_contenders_for_a_stale_lock_end_with_one_holder_whose_files_survive(tmp
             c.stdin.close()
             c.wait(timeout=60)
     assert not (tmp_path / ".lock").exists()
+
+
+def test_a_chapter_kernels_own_children_do_not_share_the_pipelines_lock(tmp_path):
+    """TINYLM_LOCK_PID reaches the kernel only: a process the kernel starts (a command run
+    from a notebook) is refused like any other while the pipeline holds the run."""
+    kernel = textwrap.dedent("""
+        import os, subprocess, sys
+        from tinylm.files import RunLock, adopt_parent_lock
+        adopt_parent_lock()
+        with RunLock(sys.argv[1]):  # shared with the pipeline
+            print("kernel shares", flush=True)
+        child = subprocess.run([sys.executable, "-c", sys.argv[2], sys.argv[1]], input="",
+                               capture_output=True, text=True, timeout=60)
+        print(child.stdout, flush=True)
+    """)
+    with RunLock(tmp_path):  # this process plays the pipeline
+        out = subprocess.run([sys.executable, "-c", kernel, str(tmp_path), _HOLD], capture_output=True,
+                             text=True, timeout=120, env={**os.environ, "TINYLM_LOCK_PID": str(os.getpid())})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("kernel shares\n")
+    assert f"is in use by process {os.getpid()}" in out.stdout and "locked" not in out.stdout
+
+
+def _victim_and_run(tmp_path: Path) -> tuple[Path, Path]:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "run").mkdir()
+    return victim, tmp_path / "run"
+
+
+def test_a_link_planted_as_the_lock_is_refused_not_truncated(tmp_path):
+    """In a shared folder, a symbolic link named .lock must not make tinylm truncate the
+    file it points to and write its pid there."""
+    victim, run_dir = _victim_and_run(tmp_path)
+    (run_dir / ".lock").symlink_to(victim)
+    with pytest.raises(PrerequisiteError, match="symbolic link") as err:
+        RunLock(run_dir).acquire()
+    assert "another --output-dir" in err.value.remedy
+    assert victim.read_text() == "precious\n"
+
+
+def test_the_write_probe_never_writes_through_a_planted_link(tmp_path):
+    from tinylm.config import Config
+    from tinylm.stages import Run
+
+    victim, run_dir = _victim_and_run(tmp_path)
+    (run_dir / ".write-test").symlink_to(victim)
+    Run(run_dir, Config())._check_writable()
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_write_probe_leaves_another_processs_probe_alone(tmp_path):
+    """Chapters run side by side check the same run directory: one process's probe must
+    not be the file another is writing or about to delete (which then fails as "not
+    writable")."""
+    from tinylm.config import Config
+    from tinylm.stages import Run
+
+    theirs = tmp_path / ".write-test"  # a probe another process has just written
+    theirs.write_text("theirs")
+    Run(tmp_path, Config())._check_writable()
+    assert theirs.read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".write-test"]
+
+
+def test_the_sweep_after_a_dead_holder_removes_only_tinylms_temporary_files(tmp_path):
+    """With a broad --output-dir, the folder holds other programs' files: the sweep takes
+    the names atomic_write_bytes makes, in the run and its stage folders, nothing deeper."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "photos" / "2024").mkdir(parents=True)
+    ours = [tmp_path / ".config.json.0a1b2c3d.tmp", tmp_path / "checkpoints" / ".last.pt.deadbeef.tmp"]
+    theirs = [tmp_path / "photos" / "2024" / ".img.0a1b2c3d.tmp", tmp_path / ".draft.tmp",
+              tmp_path / "checkpoints" / ".notes.v2.tmp", tmp_path / ".editor.swp.tmp"]
+    for path in ours + theirs:
+        path.write_text("x")
+    (tmp_path / ".lock").write_text("999999999\n")  # a holder that died
+    with RunLock(tmp_path):
+        pass
+    assert not any(p.exists() for p in ours)
+    assert all(p.read_text() == "x" for p in theirs)
