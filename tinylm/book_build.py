@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from tinylm.config import load_preset
-from tinylm.pipeline import BOOK_DIR, CHAPTERS, is_current, shared_sources_digest
+from tinylm.pipeline import BOOK_DIR, CHAPTERS, chapter_is_current, shared_sources_digest
 
 ROOT = BOOK_DIR.parent
 #: What the rendered book needs besides the chapters, relative to the repository's root.
@@ -37,7 +37,7 @@ def stale_chapters(run_dir: Path) -> list[str]:
     wanted = {"run_dir": str(run_dir), "config": load_preset(PRESET).to_dict()}
     shared = shared_sources_digest()
     return [name for name in CHAPTERS
-            if not is_current(run_dir / "notebooks" / f"{name}.ipynb", BOOK_DIR / f"{name}.ipynb",
+            if not chapter_is_current(run_dir / "notebooks" / f"{name}.ipynb", BOOK_DIR / f"{name}.ipynb",
                               wanted, shared)]
 
 

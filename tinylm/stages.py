@@ -346,7 +346,7 @@ class Run:
             return None
         resume = self.decide_resume()
         if resume:
-            self.check_resume()
+            self.check_checkpoints()
         self.tokenizer()  # its file's checksum goes into every checkpoint
         self.tokens()
         with torch.device("meta"):  # the model's own count, without allocating its weights
@@ -365,7 +365,7 @@ class Run:
         return shlex.join(["tinylm", command, *command_flags(self.cfg), "--output-dir",
                            str(self.dir), "--resume"])
 
-    def check_resume(self, command: str = "train") -> None:
+    def check_checkpoints(self, command: str = "train") -> None:
         """Refuse, before any stage is rebuilt, to resume with other model or data settings.
 
         Compares this configuration with the one stored in the checkpoint (naming every

@@ -50,14 +50,14 @@ def test_a_long_estimate_comes_with_settings_that_fit():
     cfg = load_preset("default", epochs=20)
     slow = estimate.Estimate(10_000.0, 700_000, 100_000, True,
                              estimate.run_seconds(cfg, 10_000.0, 700_000, 100_000))
-    lines = estimate.describe(cfg, slow)
+    lines = estimate.explain(cfg, slow)
     # 5,468 windows x 128 x 20 / 10,000 = 1,399.8 s, evaluation 66.7 s, stages 15 s: 24.7 minutes
     assert "about 24.7 minutes" in lines[0] and "10,000 tokens/s" in lines[0]
     assert len(lines) == 2 and f"--epochs {estimate.fitting_epochs(cfg, slow)}" in lines[1]
     assert "--preset quick" in lines[1]
     fast = estimate.Estimate(100_000.0, 700_000, 100_000, True,
                              estimate.run_seconds(cfg, 100_000.0, 700_000, 100_000))
-    assert len(estimate.describe(cfg, fast)) == 1
+    assert len(estimate.explain(cfg, fast)) == 1
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])

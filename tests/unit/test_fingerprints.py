@@ -101,5 +101,5 @@ def test_resuming_across_a_change_of_the_data_code_names_the_update(source, tmp_
     run.train()
     edit(source, "tokenizer")
     with pytest.raises(TrainingError, match="tinylm's code for the tokenizer stage changed") as err:
-        Run(tmp_path / "run", TINY, progress=False, resume=True).check_resume()
+        Run(tmp_path / "run", TINY, progress=False, resume=True).check_checkpoints()
     assert "--fresh" in err.value.remedy and "corpus files" not in err.value.remedy

@@ -1,5 +1,6 @@
 """The package's structure: which module may import which, and what loads what."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,3 +42,16 @@ def test_the_command_line_loads_no_heavy_library_before_it_has_work():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_no_chapter_imports_the_command_line():
+    """The chapters are read beside the library: what they use lives below the entry point."""
+    import nbformat
+
+    found = []
+    for path in sorted((ROOT / "book").glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code" and re.search(r"^\s*(from tinylm\.cli |import tinylm\.cli)",
+                                                      cell.source, re.M):
+                found.append(path.name)
+    assert found == []
