@@ -32,6 +32,7 @@ from tinylm.corpus import CorpusStats, build_corpus
 from tinylm.errors import (CheckpointError, ConfigError, PrerequisiteError, TinyLMError,
                            TokenizerError, TrainingError)
 from tinylm.files import RunLock, probe_writable, sha256_file, write_json
+from tinylm.runtime import resolve_device
 
 #: The files each stage writes; a stage missing one is not fresh, whatever its fingerprint.
 OUTPUTS = {"corpus": ("train.txt", "val.txt", "stats.json"), "tokenizer": ("tokenizer.json",),
@@ -278,7 +279,6 @@ class Run:
         nothing. This method never starts processes: with ``nproc > 1`` outside a process
         group it refuses, naming the command that starts them.
         """
-        from tinylm.runtime import resolve_device  # torch: once a stage runs
         from tinylm.train import Trainer  # torch: once a stage runs
 
         if self.cfg.nproc > 1 and not distributed.is_initialized() and not self.is_trained():
