@@ -55,3 +55,17 @@ def test_no_chapter_imports_the_command_line():
                                                       cell.source, re.M):
                 found.append(path.name)
     assert found == []
+
+
+def test_every_module_has_a_layer():
+    """A module left out of the contract would be free to import anything."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = next(c["layers"] for c in config["contracts"] if c["type"] == "layers")
+    placed = {name.strip() for layer in layers for name in re.split(r"[:|]", layer)}
+    modules = {p.stem for p in (ROOT / "tinylm").glob("*.py")} - {"__init__"}
+    assert modules - placed == set() and placed - modules == set()
