@@ -39,6 +39,7 @@ from tinylm import errors
 from tinylm.checkpoint import save_checkpoint
 from tinylm.errors import ConfigError, TinyLMError, TrainingError
 from tinylm.files import write_json
+from tinylm.runtime import physical_cores, resolve_device
 
 if TYPE_CHECKING:
     import numpy as np
@@ -108,8 +109,6 @@ def is_master() -> bool:
 def threads_per_process(threads: int = 0) -> int:
     """``threads`` if set, else this machine's physical cores shared among its processes:
     two processes with two threads each on two cores would only wait for each other."""
-    from tinylm.runtime import physical_cores
-
     return threads or max(1, physical_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
 
 
@@ -117,8 +116,6 @@ def require_gpus(device: str, nproc: int) -> None:
     """nccl wants one GPU per process: refuse ``nproc`` processes on a machine with fewer GPUs
     before any starts (after, the process without a GPU would fail and the others would wait
     at their first collective)."""
-    from tinylm.runtime import resolve_device
-
     if nproc > 1 and resolve_device(device).type == "cuda":
         import torch
 
@@ -141,8 +138,6 @@ def process_group(device: str = "auto", resume_hint: str = "the same command wit
     """
     import torch
     import torch.distributed as dist
-
-    from tinylm.runtime import resolve_device
 
     if resolve_device(device).type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tinylm.config import Config
+from tinylm.runtime import cpu_supports_bf16
 
 #: The wait worth warning about: a longer estimate comes with settings that fit.
 TARGET_SECONDS = 600.0
@@ -94,7 +95,7 @@ def measure_tokens_per_second(cfg: Config, seconds: float = 3.0, warmup: int = 2
     import numpy as np  # numpy, torch: the command line checks its input without them
     import torch
 
-    from tinylm.train import Trainer  # torch
+    from tinylm.train import Trainer  # torch: only once the measurement runs
 
     with tempfile.TemporaryDirectory(prefix="tinylm-estimate-") as tmp:
         trainer = Trainer(cfg.replace(compile=False), _random_tokens(cfg, Path(tmp)), progress=False)
@@ -165,8 +166,6 @@ def explain(cfg: Config, est: Estimate, pipeline: bool = False,
         epochs = fitting_epochs(cfg, est, pipeline, target)
         fits = [f"--epochs {epochs}"] if epochs >= 1 else []
         if cfg.dtype == "fp32":
-            from tinylm.runtime import cpu_supports_bf16
-
             if cpu_supports_bf16():
                 fits.append("--dtype auto (this CPU has native bf16)")
         fits.append("--preset quick (about a minute)")

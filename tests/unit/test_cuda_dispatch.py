@@ -137,7 +137,7 @@ def test_a_budget_on_a_missing_gpu_is_refused_before_starting_the_measurement(mo
 def test_more_processes_than_gpus_are_refused_before_any_starts(monkeypatch):
     from tinylm import distributed
 
-    monkeypatch.setattr("tinylm.runtime.resolve_device", lambda device: torch.device(device))
+    monkeypatch.setattr(distributed, "resolve_device", lambda device: torch.device(device))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     distributed.require_gpus("cuda", 1)
     distributed.require_gpus("cpu", 4)  # gloo: any number of processes on a CPU
