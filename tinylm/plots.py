@@ -345,6 +345,8 @@ def plot_loss_curves(metrics: dict | list, reference: dict | list | None = None,
         for lang in (h[0].get("val_by_lang", {}) if h else {}):
             ax.plot(ep, [r["val_by_lang"][lang]["loss"] for r in h], "s--", color=lang_color(lang), lw=1.2,
                     ms=3, label=f"validation, {lang}")
+        if len(ep) == 1:  # one point: an epoch's room either side, not a hair's width
+            ax.set_xlim(ep[0] - 1, ep[0] + 1)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss (nats per token)")
         extra = ""

@@ -22,3 +22,5 @@ def test_every_loss_curve_shows_its_points_even_after_one_epoch(epochs):
     for line in lines:
         assert len(line.get_xdata()) == epochs
         assert line.get_marker() not in (None, "", " ", "None"), f"{line.get_label()} has no marker"
+    low, high = fig.axes[0].get_xlim()
+    assert high - low >= 2, "the epoch axis spans at least an epoch either side of a single point"
