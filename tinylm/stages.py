@@ -187,9 +187,10 @@ class Run:
         # training rewrites final.pt only at its end: the stamp names the very file it vouches for
         return stage != "train" or [stamp.get("final_sha256")] == _final_digests(folder)
 
-    def mark_current(self, stage: str, folder: Path) -> None:
-        stamp = {"stage": stage, "fingerprint": self.fingerprint(stage), "code": code_digest(stage),
-                 "config": self.cfg.to_dict()}
+    def mark_current(self, stage: str, folder: Path, fingerprint: str | None = None) -> None:
+        """Stamp ``folder`` as ``stage``'s output made from ``fingerprint`` (default: now's)."""
+        stamp = {"stage": stage, "fingerprint": fingerprint or self.fingerprint(stage),
+                 "code": code_digest(stage), "config": self.cfg.to_dict()}
         if stage == "train":
             stamp["final_sha256"] = (_final_digests(folder) or [None])[0]
         write_json(folder / "fingerprint.json", stamp)
@@ -200,6 +201,7 @@ class Run:
         disk full) leaves outputs without a stamp, which are never taken as current, for this
         configuration or any other. A full disk is reported with what to do."""
         (folder / "fingerprint.json").unlink(missing_ok=True)
+        made_from = self.fingerprint(stage)  # before: corpus files edited meanwhile are not it
         try:
             yield
         except OSError as exc:
@@ -210,7 +212,7 @@ class Run:
                 f"({exc.strerror}); its half-written files will be rebuilt, never used",
                 "free some space or choose another --output-dir, then run the same command "
                 "again.") from None
-        self.mark_current(stage, folder)
+        self.mark_current(stage, folder, made_from)
 
     # ------------------------------------------------------------ stages
     def corpus(self):

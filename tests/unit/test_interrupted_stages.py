@@ -149,3 +149,28 @@ def test_a_disk_that_fills_up_during_the_corpus_leaves_nothing_current(tmp_path,
     assert not run_b.is_current("corpus", run_b.corpus_dir)
     run_a.corpus()
     assert (run_a.corpus_dir / "train.txt").read_bytes() == train_a
+
+
+def test_a_corpus_file_edited_while_it_is_read_is_not_taken_as_read(tmp_path, monkeypatch, configs):
+    """The stamp names the files as they were when the stage began, not as they are after."""
+    import tinylm.corpus
+
+    own = tmp_path / "own"
+    shutil.copytree(configs[0].corpus_path, own)
+    real = tinylm.corpus._read_text
+
+    def read_then_edit(path, name):
+        text = real(path, name)
+        with open(path, "a") as f:
+            f.write("\n\nwritten while the corpus stage ran")
+        return text
+
+    monkeypatch.setattr(tinylm.corpus, "_read_text", read_then_edit)
+    run = Run(tmp_path / "run", configs[0].replace(corpus_path=str(own)), progress=False)
+    run.corpus()
+    monkeypatch.undo()
+    assert not run.is_current("corpus", run.corpus_dir)
+    run.corpus()
+    assert run.is_current("corpus", run.corpus_dir)
+    assert "written while the corpus stage ran" in (run.corpus_dir / "train.txt").read_text() + \
+        (run.corpus_dir / "val.txt").read_text()
