@@ -38,6 +38,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 from tinylm.config import TRANSLATIONS, Config
 from tinylm.errors import CorpusError
@@ -50,6 +51,13 @@ DOC_CHARS = 4000  # user files are cut into documents of about this many charact
 _LANG_IN_NAME = re.compile(r"\.([a-z]{2})\.txt$")
 _DOCUMENT = re.compile(r"<\|([^|\s]+)\|>(.*)", re.DOTALL)
 _Split = dict[str, list[tuple[str, str, str]]]  # split -> [(lang, key, text)], grouped by language
+
+
+class Documents(NamedTuple):
+    """A corpus read but not yet written: where it came from, its split, when reading began."""
+    source: str
+    split: _Split
+    started: float
 
 
 def lang_tag(lang: str) -> str:
@@ -145,6 +153,12 @@ def build_corpus(cfg: Config, out_dir: Path, progress: bool = True) -> CorpusSta
     once and checked against ``cfg.corpus_sha256``), else the embedded Bible in
     ``cfg.languages``. The same configuration always gives byte-identical files.
     """
+    return write_corpus(cfg, read_corpus(cfg, progress), out_dir, progress)
+
+
+def read_corpus(cfg: Config, progress: bool = True) -> Documents:
+    """The documents of ``build_corpus``, read and split, with nothing written yet: a source
+    that cannot be used is refused here, before a stage touches its outputs."""
     start = time.perf_counter()
     if cfg.corpus_path and cfg.corpus_url:
         raise CorpusError("both corpus_path and corpus_url are set",
@@ -161,7 +175,13 @@ def build_corpus(cfg: Config, out_dir: Path, progress: bool = True) -> CorpusSta
         split = _user_documents([(path, name)], cfg, progress)
     else:
         source, split = _bible_documents(cfg, progress)
+    return Documents(source, split, start)
 
+
+def write_corpus(cfg: Config, documents: Documents, out_dir: Path,
+                 progress: bool = True) -> CorpusStats:
+    """Write the documents ``read_corpus`` returned as ``build_corpus`` does."""
+    source, split, start = documents
     out_dir = Path(out_dir)
     splits: dict[str, dict[str, dict[str, int]]] = {}
     keys: dict[str, list[str]] = {}

@@ -28,7 +28,7 @@ from tinylm.budget import REQUESTS, check_budgets, measure_inference
 from tinylm.checkpoint import digest_path, load_model, load_resume_state
 from tinylm.config import (CORPUS_KEYS, NOT_TRAINING, RESUMABLE_CHANGES, Config, check_resume,
                            command_flags)
-from tinylm.corpus import CorpusStats, build_corpus
+from tinylm.corpus import CorpusStats, read_corpus, write_corpus
 from tinylm.errors import (CheckpointError, ConfigError, PrerequisiteError, TinyLMError,
                            TokenizerError, TrainingError)
 from tinylm.files import RunLock, probe_writable, sha256_file, write_json
@@ -196,12 +196,14 @@ class Run:
         write_json(folder / "fingerprint.json", stamp)
 
     @contextmanager
-    def rebuilding(self, stage: str, folder: Path):
+    def rebuilding(self, stage: str, folder: Path, made_from: str | None = None):
         """Remove ``stage``'s stamp, build it, stamp it: a build that stops half-way (killed,
         disk full) leaves outputs without a stamp, which are never taken as current, for this
-        configuration or any other. A full disk is reported with what to do."""
+        configuration or any other. A full disk is reported with what to do. ``made_from``: the
+        fingerprint taken before the stage read its inputs, if it read them before this."""
         (folder / "fingerprint.json").unlink(missing_ok=True)
-        made_from = self.fingerprint(stage)  # before: corpus files edited meanwhile are not it
+        if made_from is None:
+            made_from = self.fingerprint(stage)  # before: corpus files edited meanwhile are not it
         try:
             yield
         except OSError as exc:
@@ -222,8 +224,10 @@ class Run:
         t0 = _phase("corpus", self.progress)
         with self.locked():
             self._require_disk(3 * self.cfg.bytes_per_language * len(self.cfg.languages), "the corpus")
-            with self.rebuilding("corpus", self.corpus_dir):
-                stats = build_corpus(self.cfg, self.corpus_dir, progress=self.progress)
+            made_from = self.fingerprint("corpus")
+            documents = read_corpus(self.cfg, progress=self.progress)  # refusals touch nothing
+            with self.rebuilding("corpus", self.corpus_dir, made_from):
+                stats = write_corpus(self.cfg, documents, self.corpus_dir, progress=self.progress)
             self.cfg.save(self.dir / "config.json")
         _done("corpus", t0, self.progress)
         return stats
