@@ -1,8 +1,10 @@
-"""Test order: the longest files first, so that with one worker per core (``make test``,
+"""What every test shares: the default floating-point mode (below), and the order: the longest
+files first, so that with one worker per core (``make test``,
 pytest-xdist taking whole files) no long file starts last and leaves the other workers idle.
 Within a file and among the rest the order stays pytest's own."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,3 +17,15 @@ LONGEST_FIRST = ["test_pipeline.py", "test_distributed.py", "test_interrupt_resu
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))
+
+
+@pytest.fixture(autouse=True)
+def _subnormals_kept_between_tests():
+    """A command run in this process (``tinylm.cli.main(["check", ...])``) makes the settings of
+    a training process, among them flushing subnormal floats to zero (``runtime.setup_process``).
+    That is the whole process's floating-point mode: a later test of the same worker would run
+    under it (hypothesis' float strategies cannot). Each test starts from the default."""
+    yield
+    torch = sys.modules.get("torch")  # never imported here for a test that did not
+    if torch is not None:
+        torch.set_flush_denormal(False)
