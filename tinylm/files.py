@@ -97,7 +97,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-
 class RunLock:
     """An exclusive lock on a run directory: ``with RunLock(run_dir): ...``.
 
@@ -106,10 +105,10 @@ class RunLock:
     processes never both take it. The file holds the holder's pid for the error message;
     the holder deletes it on release, so a pid found there by the next holder is a dead
     run's, and only then is it safe to remove the temporary files that run left. Inside one
-    process the lock is shared and re-entrant (``Run.train`` holds it while ``Trainer.fit``
-    takes it again). A process whose parent holds the lock (the pipeline running a chapter
-    in a Jupyter kernel) names that parent in ``TINYLM_LOCK_PID`` and shares the lock
-    instead of refusing (``adopt_parent_lock``).
+    process the lock is shared and re-entrant (``distributed.train_in_processes`` holds it
+    while the stages it builds take it again). A process whose parent holds the lock (the
+    pipeline running a chapter in a Jupyter kernel) names that parent in ``TINYLM_LOCK_PID``
+    and shares the lock instead of refusing (``adopt_parent_lock``).
     """
 
     def __init__(self, run_dir: Path) -> None:
