@@ -224,12 +224,14 @@ def test_a_signal_during_the_tokenizer_training_stops_it_at_once(prepared, tmp_p
 
     run = copy(prepared, tmp_path / "run")
     shutil.rmtree(run / "tokenizer")  # so that the tokenizer stage runs again
-    # tens of thousands of distinct words: a BPE training far longer than the wait for it
+    # 6 MB of random words, most of them distinct: a BPE training of several CPU seconds, far
+    # longer than the one CPU second the watcher waits for, on any machine
     rng = random.Random(0)
-    letters = "abcdefghijklmnopqrstuvwxyz"
+    letters_and_spaces = bytes(97 + b % 32 if b % 32 < 26 else 32 for b in range(256))
+    words = rng.randbytes(6_000_000).translate(letters_and_spaces).decode()
     (run / "corpus" / "train.txt").write_text("".join(
-        "<|en|>" + " ".join("".join(rng.choices(letters, k=rng.randint(4, 10))) for _ in range(1000))
-        + "<|endoftext|>\n" for _ in range(100)), encoding="utf-8")
+        f"<|en|>{words[i:i + 6000]}<|endoftext|>\n" for i in range(0, len(words), 6000)),
+        encoding="utf-8")
     before = snapshot(run)
     seen: list = []
     done = threading.Event()
