@@ -199,6 +199,18 @@ class Config:
                                         "run learns too little (raise)",
                                         "the floor of the cosine, as a share of the peak",
                                         "none"))
+    optimizer: str = setting("adamw", "adamw for every parameter, or muon for the blocks' weight "
+                             "matrices (AdamW for the rest)", stage="train",
+                             choices=("adamw", "muon"),
+                             tune=("you want more learned per step",
+                                   "muon orthogonalizes each matrix's step",
+                                   "a few small matrix products per matrix and step"))
+    muon_momentum: float = setting(0.95, "Muon's momentum (Nesterov)", 0.0, 0.9999,
+                                   stage="train",
+                                   tune=("rarely: momentum over about 1 / (1 - muon_momentum) "
+                                         "steps",
+                                         "lower to follow new gradients sooner",
+                                         "none"))
     warmup_steps: int = setting(100, "steps of linear warmup", 0, 1_000_000, stage="train",
                                 tune=("the first steps spike or diverge (raise), or a short run "
                                       "spends much of itself warming up (lower)",

@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tinylm.config import Config
+from tinylm.optim import Muon, MuonWithAdamW
 
 
 @dataclass
@@ -336,14 +337,26 @@ class GPT(nn.Module):
         return 3 * forward if training else forward
 
     def configure_optimizer(self, learning_rate: float, weight_decay: float,
-                            betas: tuple[float, float]) -> torch.optim.AdamW:
-        """AdamW with weight decay on matrices only: biases and norms are not shrunk."""
-        params = [p for p in self.parameters() if p.requires_grad]
+                            betas: tuple[float, float], optimizer: str = "adamw",
+                            muon_momentum: float = 0.95) -> torch.optim.Optimizer | MuonWithAdamW:
+        """AdamW with weight decay on matrices only: biases and norms are not shrunk.
+
+        ``optimizer="muon"``: the blocks' weight matrices go to Muon (``tinylm.optim``), the
+        embeddings, biases and gains stay with AdamW.
+        """
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        hidden = [p for n, p in named if n.startswith("blocks.") and p.dim() == 2]
+        rest = [p for n, p in named if not (optimizer == "muon" and any(p is h for h in hidden))]
         groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
         ]
         try:  # one kernel for the whole step instead of several per tensor, on a CPU too
-            return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=True)
+            adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=True)
         except (RuntimeError, TypeError):  # older torch: no fused AdamW for this device
-            return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, foreach=True)
+            adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, foreach=True)
+        if optimizer == "adamw":
+            return adamw
+        if optimizer != "muon":
+            raise ValueError(f"unknown optimizer {optimizer!r}: adamw or muon")
+        return MuonWithAdamW(Muon(hidden, learning_rate, muon_momentum, weight_decay), adamw)

@@ -222,7 +222,8 @@ class Trainer:
         self.model_config = GPTConfig.from_config(cfg)
         self.model = GPT(self.model_config).to(self.device)
         self.optimizer = self.model.configure_optimizer(cfg.learning_rate, cfg.weight_decay,
-                                                        (cfg.beta1, cfg.beta2))
+                                                        (cfg.beta1, cfg.beta2), cfg.optimizer,
+                                                        cfg.muon_momentum)
         self.sampler = EpochSampler(len(self.train_data), cfg.batch_size, cfg.seed,
                                     rank=self.team.rank, world_size=self.team.world_size)
         if self.team.world_size > 1:  # each process draws its own dropout masks
