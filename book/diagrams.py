@@ -458,7 +458,7 @@ def deployment() -> Figure:
 def data_parallel(nproc: int = 2, batch_size: int = 16) -> Figure:
     """Data parallelism: every process steps on its share of one global batch, an all-reduce
     averages their gradients, and every copy of the model takes the same step. The gradient
-    numbers are made up; the split is ``EpochSampler.shard``'s."""
+    numbers are made up; the split is ``tinylm.distributed.shard``'s."""
     grads = np.array([[0.4, -0.2, 0.1, 0.3], [0.0, 0.4, 0.3, -0.1],
                       [0.2, 0.0, -0.4, 0.2], [-0.2, 0.2, 0.4, 0.0]])[:nproc]
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"]

@@ -78,24 +78,18 @@ class EpochSampler:
     ``state_dict()`` is ``{"epoch", "batch"}``: the epoch in progress and how many of its
     batches have been consumed. The permutation is recomputed from ``(seed, epoch)``.
 
-    With several training processes every one draws the same global batches and reads only
-    its ``shard`` of each, so the position is the same global one in all of them, whatever
-    their number: a run may continue with another number of processes.
-
-    >>> [s.shard(np.arange(5)).tolist() for s in (EpochSampler(9, 5, 0, rank=r, world_size=2)
-    ...                                          for r in (0, 1))]
-    [[0, 1, 2], [3, 4]]
+    With several training processes every one draws the same global batches and trains on
+    its part of each (``tinylm.distributed.Team.part``), so the position is the same global
+    one in all of them, whatever their number: a run may continue with another number of
+    processes.
     """
 
-    def __init__(self, n_windows: int, batch_size: int, seed: int, *, rank: int = 0,
-                 world_size: int = 1) -> None:
+    def __init__(self, n_windows: int, batch_size: int, seed: int) -> None:
         if n_windows < 1:
             raise ValueError("no complete training window")
         self.n_windows = n_windows
         self.batch_size = batch_size
         self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
         self.epoch = 0
         self.batch = 0
 
@@ -113,11 +107,6 @@ class EpochSampler:
             i = self.batch * self.batch_size
             self.batch += 1
             yield order[i:i + self.batch_size]
-
-    def shard(self, batch: np.ndarray) -> np.ndarray:
-        """This process's consecutive part of a global batch; the parts of all processes are
-        disjoint, cover the batch and differ in size by one window at most."""
-        return np.array_split(batch, self.world_size)[self.rank]
 
     def next_epoch(self) -> None:
         self.epoch += 1

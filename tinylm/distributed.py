@@ -11,8 +11,8 @@ master: it alone writes into the run directory; the others only train.
 The training loop (``tinylm.train``) knows none of this: it reaches the other processes and
 the run directory through its team, and ``Team`` is that team for a run directory.
 
-``batch_size`` is the global batch: each process takes its share of every batch
-(``EpochSampler.shard``), so the number of processes changes the speed, not the training
+``batch_size`` is the global batch: each process takes its part of every batch
+(``shard``), so the number of processes changes the speed, not the training
 (up to the order of floating-point sums). ``train_in_processes`` is tinylm's own launcher
 (``tinylm train --nproc N``): the run folder prepared here, then torchrun in a subprocess,
 each rank reading the run folder's ``config.json``.
@@ -33,7 +33,7 @@ import time
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 from tinylm import errors
 from tinylm.checkpoint import save_checkpoint
@@ -187,6 +187,19 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
     return ddp
 
 
+def shard(batch: Sequence[T], rank: int, world_size: int) -> Sequence[T]:
+    """Process ``rank``'s consecutive part of a global batch: the parts of all processes are
+    disjoint, cover the batch and differ in size by one window at most (the first ones
+    larger), as ``numpy.array_split`` cuts.
+
+    >>> [shard(list(range(5)), r, 2) for r in (0, 1)]
+    [[0, 1, 2], [3, 4]]
+    """
+    size, larger = divmod(len(batch), world_size)
+    start = rank * size + min(rank, larger)
+    return batch[start:start + size + (rank < larger)]
+
+
 # ------------------------------------------------------------ collectives
 def _tensor(values: list[float]) -> torch.Tensor:
     import torch
@@ -285,9 +298,10 @@ def stop_together(err: TinyLMError) -> TinyLMError:
 # ------------------------------------------------------------ the training loop's team
 class Team:
     """The training loop's seam (``tinylm.train.Solo``) for a run directory: this process among
-    the others of a torchrun launch, or alone. The model is wrapped in DistributedDataParallel,
-    sums are all-reduced, and rank 0 writes ``checkpoints/`` and ``training_metrics.json``
-    while the others wait until a checkpoint is whole."""
+    the others of a torchrun launch, or alone. Each process trains on its part of every batch
+    (``part``), the model is wrapped in DistributedDataParallel, losses, stop signals and sums
+    are all-reduced, and rank 0 writes ``checkpoints/`` and ``training_metrics.json`` while
+    the others wait until a checkpoint is whole."""
 
     def __init__(self, run_dir: Path | str) -> None:
         self.dir = Path(run_dir)
@@ -296,8 +310,27 @@ class Team:
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return wrap(model)
 
-    def agree(self, loss: float, signum: int | None) -> tuple[float, int | None]:
-        return agree(loss, signum)
+    def part(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        """This process's windows of a global batch, and the weight of their mean loss: its
+        share of the batch times the number of processes, since DistributedDataParallel
+        averages the gradients and the whole batch's mean weighs each process by its share.
+        A process left without a window (an epoch's last batch can be smaller than the number
+        of processes) steps on the batch's first window with weight 0: it still joins the
+        gradient all-reduce, and adds nothing to it."""
+        mine = shard(batch, self.rank, self.world_size)
+        if not len(mine):
+            return batch[:1], 0.0
+        return mine, len(mine) / len(batch) * self.world_size
+
+    def batch_loss_and_stop(self, loss: float, weight: float,
+                            signum: int | None) -> tuple[float, int | None]:
+        """One all-reduce per step: the whole batch's loss (each process sends its share of
+        it), and a stop signal any process got, so that all log the same loss and stop after
+        the same step."""
+        return agree(loss * weight / self.world_size, signum)
+
+    def stop_signal(self, signum: int | None) -> int | None:
+        return agree(0.0, signum)[1]
 
     def sum(self, array: np.ndarray) -> np.ndarray:
         return all_reduce_sum(array)

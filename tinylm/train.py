@@ -112,11 +112,14 @@ class StopNow(Exception):
 
 class Solo:
     """The loop's one seam to what lies outside this process's memory, as one process that
-    keeps nothing: sums over the processes are its own values, and saving does nothing.
+    keeps nothing: it trains on every window of every batch, its sums are its own values, and
+    saving does nothing.
 
     ``tinylm.distributed.Team`` answers the same questions for a run directory, in one process
-    or several (chapter 11): it wraps the model in ``DistributedDataParallel``, all-reduces,
-    and has rank 0 write ``checkpoints/`` and ``training_metrics.json``.
+    or several (chapter 11): each process trains on its part of every batch, with a weight
+    that makes the processes' averaged gradients the whole batch's; the model is wrapped in
+    ``DistributedDataParallel``; losses, stop signals and sums are all-reduced; and rank 0
+    writes ``checkpoints/`` and ``training_metrics.json``.
     """
 
     rank, world_size = 0, 1
@@ -124,9 +127,19 @@ class Solo:
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return model
 
-    def agree(self, loss: float, signum: int | None) -> tuple[float, int | None]:
-        """The batch's loss summed over the processes, and a stop signal any of them got."""
+    def part(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        """The windows of ``batch`` this process trains on, and the weight of their loss."""
+        return batch, 1.0
+
+    def batch_loss_and_stop(self, loss: float, weight: float,
+                            signum: int | None) -> tuple[float, int | None]:
+        """The whole batch's loss from this process's (trained at ``weight``), and a stop
+        signal any process got."""
         return loss, signum
+
+    def stop_signal(self, signum: int | None) -> int | None:
+        """A stop signal any process got (after an evaluation, where no step was taken)."""
+        return signum
 
     def sum(self, array: np.ndarray) -> np.ndarray:
         """An evaluation's sums over the processes."""
@@ -224,8 +237,7 @@ class Trainer:
         self.optimizer = self.model.configure_optimizer(cfg.learning_rate, cfg.weight_decay,
                                                         (cfg.beta1, cfg.beta2), cfg.optimizer,
                                                         cfg.muon_momentum)
-        self.sampler = EpochSampler(len(self.train_data), cfg.batch_size, cfg.seed,
-                                    rank=self.team.rank, world_size=self.team.world_size)
+        self.sampler = EpochSampler(len(self.train_data), cfg.batch_size, cfg.seed)
         if self.team.world_size > 1:  # each process draws its own dropout masks
             torch.manual_seed(cfg.seed + self.team.rank)
         self.schedule = Schedule.of(cfg, self.total_steps)
@@ -258,10 +270,9 @@ class Trainer:
                 tick, tokens, seconds = time.perf_counter(), 0, 0.0
                 for batch in self.sampler.epoch_batches():
                     lr = self.schedule(self.step)
-                    x, y, share = self._shard(batch)
-                    step = self.train_step(x, y, lr, weight=share * team.world_size)
-                    # over all processes: the whole batch's loss, and a stop signal any of them got
-                    loss, signum = team.agree(step.loss * share, stop.signum)
+                    windows, weight = team.part(batch)  # one process: all of it, weight 1
+                    step = self.train_step(*self.train_data.batch(windows), lr, weight)
+                    loss, signum = team.batch_loss_and_stop(step.loss, weight, stop.signum)
                     if not (math.isfinite(loss) and math.isfinite(step.grad_norm)):
                         raise team.stopped(self._diverged(loss, step.grad_norm))
                     self.step += 1
@@ -279,7 +290,7 @@ class Trainer:
                         self.save("last.pt")
                 bar.close()
                 self._end_epoch(tokens / max(seconds, 1e-9), stop)
-                _, signum = team.agree(0.0, stop.signum)  # a signal during evaluation
+                signum = team.stop_signal(stop.signum)  # a signal during evaluation
                 if signum is not None:
                     self._interrupt(signum)
             self.save("final.pt")
@@ -351,15 +362,6 @@ class Trainer:
                         rank=self.team.rank, world_size=self.team.world_size, total=self.team.sum)
 
     # ------------------------------------------------------------ around the loop
-    def _shard(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """This process's windows of a global batch, and their share of it. A process left
-        without a window (an epoch's last batch can be smaller than the number of processes)
-        steps on the batch's first window with weight 0: it still joins the gradient
-        all-reduce, and adds nothing to it."""
-        part = self.sampler.shard(batch)
-        x, y = self.train_data.batch(part if len(part) else batch[:1])
-        return x, y, len(part) / len(batch)
-
     def _progress_bar(self) -> tqdm:
         return progress.bar(total=self.sampler.batches_per_epoch, initial=self.sampler.batch,
                             desc=f"epoch {self.sampler.epoch + 1}/{self.cfg.epochs}", unit="step",

@@ -27,7 +27,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinylm import cli
+from tinylm import cli, distributed
 from tinylm.checkpoint import load_checkpoint
 from tinylm.config import load_preset
 from tinylm.data import EpochSampler
@@ -316,16 +316,25 @@ def test_a_run_continues_with_another_number_of_processes_from_the_same_global_p
 
 # ------------------------------------------------------------ the parts
 @given(st.integers(1, 80), st.integers(1, 9), st.integers(1, 4), st.integers(0, 2**31 - 1))
-def test_shards_split_every_global_batch_and_keep_one_position(n_windows, batch_size, world, seed):
-    samplers = [EpochSampler(n_windows, batch_size, seed, rank=r, world_size=world) for r in range(world)]
-    alone = EpochSampler(n_windows, batch_size, seed)
-    for batches in zip(alone.epoch_batches(), *(s.epoch_batches() for s in samplers)):
-        whole, *same = batches
-        assert all(np.array_equal(b, whole) for b in same)  # one global order everywhere
-        parts = [s.shard(whole) for s in samplers]
-        assert np.array_equal(np.concatenate(parts), whole)  # disjoint, and all of it
-        assert max(map(len, parts)) - min(map(len, parts)) <= 1
-    assert all(s.state_dict() == alone.state_dict() for s in samplers)
+def test_the_processes_parts_make_up_every_global_batch_with_each_window_weighed_alike(
+        n_windows, batch_size, world, seed):
+    """Every process draws the same global batches (one sampler, no rank in it) and trains on
+    its part: the parts are disjoint and cover the batch, and with the weights the parts come
+    with, the processes' averaged gradients give every window of the batch the same weight."""
+    teams = [distributed.Team(".") for _ in range(world)]
+    for r, team in enumerate(teams):  # outside a process group: who each one would be
+        team.rank, team.world_size = r, world
+    for whole in EpochSampler(n_windows, batch_size, seed).epoch_batches():
+        parts = [team.part(whole) for team in teams]
+        trained = [windows for windows, weight in parts if weight]
+        assert np.array_equal(np.concatenate(trained), whole)  # disjoint, and all of it
+        sizes = [len(distributed.shard(whole, r, world)) for r in range(world)]
+        assert max(sizes) - min(sizes) <= 1
+        for (windows, weight), size in zip(parts, sizes):
+            if size:  # DistributedDataParallel divides by the number of processes
+                assert weight / world / len(windows) == pytest.approx(1 / len(whole))
+            else:  # no window of its own: one window, weighed 0, to join the all-reduce
+                assert weight == 0 and windows.tolist() == whole[:1].tolist()
 
 
 def test_fewer_windows_per_batch_than_processes_is_refused():

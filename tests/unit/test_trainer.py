@@ -67,11 +67,11 @@ class Keeping(Solo):
 
     def __init__(self, stop_after: int | None = None) -> None:
         self.saved: dict[str, dict] = {}
-        self.stop_after, self.agreed = stop_after, 0
+        self.stop_after, self.steps = stop_after, 0
 
-    def agree(self, loss, signum):
-        self.agreed += 1
-        return loss, signal.SIGINT if self.agreed == self.stop_after else signum
+    def batch_loss_and_stop(self, loss, weight, signum):
+        self.steps += 1
+        return loss, signal.SIGINT if self.steps == self.stop_after else signum
 
     def save(self, name, state):
         self.saved[name] = copy.deepcopy(state)
