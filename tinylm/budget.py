@@ -22,7 +22,7 @@ from pathlib import Path
 from tinylm.checkpoint import load_model
 from tinylm.config import default
 from tinylm.errors import ValidationError
-from tinylm.runtime import autocast, resolve_device, set_threads
+from tinylm.runtime import autocast, resolve_device, set_threads, synchronize
 
 #: Requests timed per measurement, after the warm-up.
 REQUESTS = 30
@@ -32,12 +32,14 @@ def measure_inference(checkpoint: Path, prompt_tokens: int = default("budget_pro
                       new_tokens: int = default("budget_new_tokens"), requests: int = REQUESTS,
                       warmup: int = 3, threads: int = 1, device: str = "cpu") -> dict:
     """Run the measurement in a fresh process; return latency percentiles (ms), peak RSS (MB)
-    and, on a GPU, peak GPU memory (``peak_gpu_mb``, MB; None on the CPU).
+    and, on CUDA, peak GPU memory (``peak_gpu_mb``, MB; None on the CPU, and on MPS, which
+    counts no peak).
 
     One thread by default: decoding one token at batch 1 is many tiny operations, and
     handing each to a second thread costs more in synchronisation than it saves
     (``benchmarks/serving/inference.py --threads 2`` measures it). 0 = one per core.
-    ``device`` is "cpu", "cuda" or "auto"; a missing GPU is refused here, before the child.
+    ``device`` is "cpu", "cuda", "mps" or "auto"; a missing GPU is refused here, before the
+    child.
     """
     cmd = [sys.executable, "-m", "tinylm.budget", str(checkpoint), "--prompt-tokens", str(prompt_tokens),
            "--new-tokens", str(new_tokens), "--requests", str(requests), "--warmup", str(warmup),
@@ -114,13 +116,10 @@ def saved_activation_bytes(model, x, y, device, dtype) -> int:
 def device_clock(device) -> float:
     """``time.perf_counter()`` once the work queued on ``device`` is done.
 
-    CUDA kernels run asynchronously: without the synchronization a clock read after
+    GPU kernels run asynchronously: without the synchronization a clock read after
     queueing a request would time the queueing, not the request.
     """
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     return time.perf_counter()
 
 
@@ -130,7 +129,7 @@ def _child(argv: list[str]) -> None:
     p.add_argument("checkpoint")
     for flag in ("--prompt-tokens", "--new-tokens", "--requests", "--warmup", "--threads"):
         p.add_argument(flag, type=int)
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"))
     a = p.parse_args(argv)
     import numpy as np
     import torch

@@ -243,10 +243,12 @@ class Config:
                                "auto picks bf16 where the hardware has it; fp32 everywhere else",
                                "bf16 halves the bytes of matrix products and changes the loss "
                                "slightly"))
-    device: str = setting("auto", "where to train and sample; auto: cuda when a GPU is visible",
-                          stage=None, choices=("auto", "cpu", "cuda"),
-                          tune=("a GPU is visible and you want the CPU, or the reverse",
-                                "auto picks cuda when it can",
+    device: str = setting("auto", "where to train and sample; auto: cuda when a GPU is visible, "
+                          "else the CPU; mps (an Apple GPU) only when asked",
+                          stage=None, choices=("auto", "cpu", "cuda", "mps"),
+                          tune=("a GPU is visible and you want the CPU, or the reverse; a Mac "
+                                "with Apple silicon",
+                                "auto picks cuda when it can; mps is supported but not measured",
                                 "none on the result beyond rounding"))
     compile: bool = setting(False, "torch.compile the model (pays off only on long runs)",
                             stage=None,

@@ -115,7 +115,12 @@ def threads_per_process(threads: int = 0) -> int:
 def require_gpus(device: str, nproc: int) -> None:
     """nccl wants one GPU per process: refuse ``nproc`` processes on a machine with fewer GPUs
     before any starts (after, the process without a GPU would fail and the others would wait
-    at their first collective)."""
+    at their first collective). A Mac has one MPS device, and gloo cannot all-reduce its
+    tensors, so there several processes are refused too."""
+    if nproc > 1 and resolve_device(device).type == "mps":
+        raise ConfigError(f"{nproc} processes on MPS: a Mac has one Metal GPU, and PyTorch's "
+                          "process groups cannot reduce its tensors",
+                          "train in one process (--nproc 1), or on the CPU with --device cpu.")
     if nproc > 1 and resolve_device(device).type == "cuda":
         import torch
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tinylm.config import Config
-from tinylm.runtime import cpu_supports_bf16
+from tinylm.runtime import cpu_supports_bf16, synchronize
 
 #: The wait worth warning about: a longer estimate comes with settings that fit.
 TARGET_SECONDS = 600.0
@@ -92,8 +92,7 @@ def measure_tokens_per_second(cfg: Config, seconds: float = 3.0, warmup: int = 2
     random tokens, under the precision and threads the run would use, for about ``seconds``
     after ``warmup`` steps; the model is thrown away.
     """
-    import numpy as np  # numpy, torch: the command line checks its input without them
-    import torch
+    import numpy as np  # numpy: the command line checks its input without it
 
     from tinylm.train import Trainer  # torch: only once the measurement runs
 
@@ -106,8 +105,7 @@ def measure_tokens_per_second(cfg: Config, seconds: float = 3.0, warmup: int = 2
                 started = time.perf_counter()
             trainer.train_step(x, y, cfg.learning_rate)
             steps += 1
-        if trainer.device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(trainer.device)
         return (steps - warmup) * x.numel() / (time.perf_counter() - started)
 
 

@@ -84,8 +84,9 @@ def attention_kernel(device_type: str, dtype: torch.dtype, *, cached: bool = Fal
     - ``"by_hand"``: matmuls in ``dtype``, softmax in fp32, the T x T probabilities
       materialised: the only way to read the probabilities (``keep_probs``, for
       ``GPT.attention_maps``).
-    - ``"fused"``: ``F.scaled_dot_product_attention`` in ``dtype``; on CUDA in bf16 that is
-      flash attention, which a by-hand version would replace with a T x T matrix per head.
+    - ``"fused"``: ``F.scaled_dot_product_attention`` in ``dtype``, on a GPU; on CUDA in bf16
+      that is flash attention, which a by-hand version would replace with a T x T matrix per
+      head; on Apple's MPS, PyTorch's Metal kernel of it.
     - ``"fused_fp32"``: the fused kernel in fp32 with autocast off: a CPU, in fp32 or under
       bf16 autocast (the fastest there, module docstring), and every step of KV-cached
       generation (the cache holds fp32).

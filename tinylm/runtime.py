@@ -28,11 +28,21 @@ if TYPE_CHECKING:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """CUDA when asked for or present (for "auto"), otherwise the CPU."""
+    """The device asked for: "cpu", "cuda", or "mps" (an Apple GPU through Metal), refused
+    when absent; "auto" is CUDA when present, otherwise the CPU.
+
+    "auto" never picks MPS: no run on MPS has been measured, so it trains there only when
+    asked (``--device mps``).
+    """
     import torch
 
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA GPU is visible", "use --device cpu or auto.")
+    if name == "mps" and not torch.backends.mps.is_available():
+        why = ("this PyTorch was built without MPS" if not torch.backends.mps.is_built() else
+               "it needs an Apple silicon or AMD GPU and macOS 12.3 or later")
+        raise ConfigError(f"device=mps but Apple's Metal GPU (MPS) is not available: {why}",
+                          "use --device cpu or auto.")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
@@ -48,16 +58,31 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
+def mps_supports_bf16() -> bool:
+    """True when MPS is here and computes bf16, which it does from macOS 14 on."""
+    import torch
+
+    return torch.backends.mps.is_available() and torch.backends.mps.is_macos_or_newer(14, 0)
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """The compute precision: "fp32", "bf16", or "auto" = bf16 where the hardware does it natively.
 
     On a CPU without native bf16 the conversions cost more than the smaller matmuls save,
-    so "auto" picks fp32 there; "bf16" forces autocast anyway (for comparisons).
+    so "auto" picks fp32 there; "bf16" forces autocast anyway (for comparisons). On MPS,
+    "auto" is fp32: no run there has been measured, so nothing shows that bf16 pays, and
+    fp32 is the precision every Mac computes; "bf16" is autocast where MPS has it (macOS 14),
+    and refused where it has not, since autocast would fail at the first step.
     """
     import torch
 
     if name == "fp32":
         return torch.float32
+    if device.type == "mps":
+        if name == "bf16" and not mps_supports_bf16():
+            raise ConfigError("dtype=bf16 but MPS computes bf16 only from macOS 14 on",
+                              "use --dtype fp32 or auto.")
+        return torch.bfloat16 if name == "bf16" else torch.float32
     if name == "bf16":
         return torch.bfloat16
     native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_supports_bf16()
@@ -73,13 +98,24 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait until the work queued on ``device`` is done: CUDA and MPS run kernels
+    asynchronously, so a clock read before this times the queueing, not the work."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``t`` on ``device``; a CPU tensor bound for a GPU travels through pinned memory.
+    """``t`` on ``device``; a CPU tensor bound for a CUDA GPU travels through pinned memory.
 
     A copy from page-locked (pinned) memory is asynchronous: the host goes on queueing the
     step's kernels while the batch is in flight, and the GPU's stream orders the copy before
     the first kernel that reads it. On a CPU nothing is pinned: it would need a CUDA build
-    and buy nothing.
+    and buy nothing; nor on MPS, whose GPU shares the CPU's memory.
     """
     if device.type != "cuda" or t.device.type != "cpu":
         return t.to(device)

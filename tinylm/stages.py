@@ -32,7 +32,7 @@ from tinylm.corpus import CorpusStats, read_corpus, write_corpus
 from tinylm.errors import (CheckpointError, ConfigError, PrerequisiteError, TinyLMError,
                            TokenizerError, TrainingError)
 from tinylm.files import RunLock, probe_writable, sha256_file, write_json
-from tinylm.runtime import resolve_device
+from tinylm.runtime import resolve_device, resolve_dtype
 
 #: The files each stage writes; a stage missing one is not fresh, whatever its fingerprint.
 OUTPUTS = {"corpus": ("train.txt", "val.txt", "stats.json"), "tokenizer": ("tokenizer.json",),
@@ -306,8 +306,9 @@ class Run:
                     "copy its corpus/, tokenizer/ and tokens/ to every machine first.")
             world = distributed.world_size()
             t0 = _phase("training" + (f" in {world} processes" if world > 1 else ""), self.progress)
-            state = load_resume_state(self.checkpoints_dir, resolve_device(self.cfg.device),
-                                      quiet=not master)[0] if resume else None  # last.pt, else best.pt
+            # last.pt, else best.pt, read onto the CPU: the random generators' states must be
+            # CPU tensors, and the trainer copies the weights to its device itself
+            state = load_resume_state(self.checkpoints_dir, quiet=not master)[0] if resume else None
             trainer = Trainer(self.cfg, self.tokens_dir, team=distributed.Team(self.dir),
                               resume_from=state, progress=self.progress,
                               tokenizer_sha256=sha256_file(self.tokenizer_dir / "tokenizer.json"),
@@ -350,6 +351,7 @@ class Run:
 
         if self.is_trained():
             return None
+        resolve_dtype(self.cfg.dtype, resolve_device(self.cfg.device))  # a GPU asked for is here
         resume = self.decide_resume()
         if resume:
             self.check_checkpoints()

@@ -427,8 +427,10 @@ class Trainer:
         return self.team.save(name, self.state_dict(self.team.gather(self._rng_state())))
 
     def _rng_state(self) -> dict[str, Any]:
+        """The CPU's random generator, and the GPU's that draws dropout masks there."""
         return {"torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}
+                "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+                "mps": torch.mps.get_rng_state() if self.device.type == "mps" else None}
 
     def state_dict(self, rng_ranks: list[dict] | None = None) -> dict[str, Any]:
         """Everything the loop depends on. ``rng_ranks``: every process's random generators,
@@ -446,8 +448,8 @@ class Trainer:
         }
         if len(rng) > 1:
             state["rng_ranks"] = rng
-        if self.device.type == "cuda":
-            state["rng_cuda"] = rng[0]["cuda"]
+        if self.device.type in ("cuda", "mps"):
+            state[f"rng_{self.device.type}"] = rng[0][self.device.type]
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -466,12 +468,14 @@ class Trainer:
         saved = state.get("schedule") or asdict(Schedule.of(
             self.cfg, Config.from_dict(json.loads(state["config"])).epochs * self.sampler.batches_per_epoch))
         self.schedule = Schedule(**saved).resumed(self.step, self.total_steps)
-        saved = state.get("rng_ranks") or [{"torch": state["rng_torch"], "cuda": state.get("rng_cuda")}]
+        saved = state.get("rng_ranks") or [{"torch": state["rng_torch"], "cuda": state.get("rng_cuda"),
+                                            "mps": state.get("rng_mps")}]
         rank = self.team.rank
         if rank < len(saved):
             torch.set_rng_state(saved[rank]["torch"])
-            if saved[rank]["cuda"] is not None and self.device.type == "cuda":
-                torch.cuda.set_rng_state(saved[rank]["cuda"])
+            gpu = {"cuda": torch.cuda, "mps": torch.mps}.get(self.device.type)
+            if gpu is not None and saved[rank].get(self.device.type) is not None:
+                gpu.set_rng_state(saved[rank][self.device.type])
         else:  # more processes than the saving run had: this one starts its own stream
             torch.manual_seed(self.cfg.seed + rank)
 

@@ -130,6 +130,20 @@ def test_a_gradient_that_is_not_finite_stops_training_before_a_checkpoint_keeps_
         assert all(torch.isfinite(w).all() for w in state["model"].values()), name
 
 
+def test_a_checkpoint_on_mps_keeps_the_gpu_generator_and_a_resume_restores_it(tmp_path, monkeypatch):
+    """Dropout masks on Apple's GPU come from its own generator: an exact resume there needs
+    it saved and set back. A CPU trainer stands in for one on a Mac (its device says MPS)."""
+    trainer = Trainer(load_preset("quick", **TINY), _tokens(tmp_path / "tokens"), progress=False)
+    trainer.device = torch.device("mps")
+    drawn, restored = torch.arange(8, dtype=torch.uint8), []
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda *a, **kw: drawn.clone())
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda state, *a, **kw: restored.append(state))
+    state = trainer.state_dict()
+    assert torch.equal(state["rng_mps"], drawn) and "rng_cuda" not in state
+    trainer.load_state_dict(state)
+    assert len(restored) == 1 and torch.equal(restored[0], drawn)
+
+
 def test_library_makes_no_process_wide_settings(tmp_path):
     """Importing tinylm and building a Trainer leave OpenMP, threads and subnormals alone."""
     _tokens(tmp_path / "tokens")
