@@ -11,6 +11,12 @@ of a large square one).
     python benchmarks/throughput/train_throughput.py --rounds 3 --vocab-size 2048 --json out.json
     python benchmarks/throughput/train_throughput.py --without keep_freed_memory   # what one setting buys
     python benchmarks/throughput/train_throughput.py --without chunked_loss --without fused_attention
+    python benchmarks/throughput/train_throughput.py --laptop --optimizer muon   # AVX2 kernels, fp32
+
+``--laptop`` keeps PyTorch's kernels to AVX2 and trains in fp32, as on most laptops
+(``benchmarks/tools/laptop.py``). The summary's ``tinylm_step_over_matmuls`` is a tinylm step's
+time over that of its matrix products alone in the same dtype: how far the step is from the
+limit of these kernels at this shape.
 
 The reference is what a tutorial would write: fp32, eager, ``torch.optim.AdamW`` with its
 defaults, no allocator tuning. Both see the same random token batches.
@@ -19,10 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import laptop  # noqa: E402
 
 
 def _model_args(a: argparse.Namespace) -> dict:
@@ -79,7 +90,7 @@ def worker(a: argparse.Namespace) -> dict:
 
         tmp = random_token_files(cfg.vocab_size, 50_000)
         tc = Config(**_model_args(a), batch_size=a.batch_size, languages=["en"], threads=a.threads,
-                    dtype=a.dtype, compile=a.compile)
+                    dtype=a.dtype, compile=a.compile, optimizer=a.optimizer)
         setup_process(a.threads)  # what the tinylm command does before it trains
         if a.undo == "keep_freed_memory":  # glibc's defaults again: return freed memory to the OS
             import ctypes
@@ -111,7 +122,8 @@ def worker(a: argparse.Namespace) -> dict:
     dt = time.perf_counter() - t0
     flops = GPT(cfg).flops_per_token()
     return {"worker": a.worker, "tokens_per_s": a.steps * a.batch_size * cfg.block_size / dt,
-            "step_ms": 1000 * dt / a.steps, "warmup_s": warm_s, "flops_per_token": flops}
+            "step_ms": 1000 * dt / a.steps, "warmup_s": warm_s, "flops_per_token": flops,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def matmul_rate(dtype_name: str, threads: int, n: int = 1024, reps: int = 20) -> float:
@@ -191,8 +203,14 @@ def main() -> None:
     p.add_argument("--dropout", type=float, default=d.dropout)
     p.add_argument("--dtype", default="auto", help="tinylm's dtype (auto, bf16, fp32)")
     p.add_argument("--compile", action="store_true", help="tinylm with torch.compile")
+    p.add_argument("--optimizer", default=d.optimizer, help="tinylm's optimizer (adamw, muon)")
+    p.add_argument("--laptop", action="store_true", help="AVX2 kernels only, tinylm in fp32")
     p.add_argument("--json", default=None, help="also write the figures to this file")
     a = p.parse_args()
+    if a.laptop:  # before torch is imported, here and in every worker
+        assert "torch" not in sys.modules
+        os.environ.update(laptop.ENV)
+        a.dtype = "fp32"
     if a.worker:
         print(json.dumps(worker(a)))
         return
@@ -217,24 +235,30 @@ def main() -> None:
             print(f"round {r + 1}: {who:30} {res['tokens_per_s']:9.0f} tok/s  "
                   f"{res['step_ms']:7.1f} ms/step", flush=True)
     med = {w: statistics.median(x["tokens_per_s"] for x in v) for w, v in results.items()}
-    fp32, bf16 = matmul_rate("fp32", a.threads), matmul_rate("bf16", a.threads)
+    # a laptop has no bf16 units: its bf16 products are emulated, so only fp32 is measured
+    dtypes = ("fp32",) if a.laptop else ("fp32", "bf16")
+    rate = {dt: matmul_rate(dt, a.threads) for dt in dtypes}
     flops = results["tinylm"][0]["flops_per_token"]
     step_flops = flops * a.batch_size * a.block_size
-    matmuls_s = {dt: step_matmuls_seconds(a, dt) for dt in ("fp32", "bf16")}
+    matmuls_s = {dt: step_matmuls_seconds(a, dt) for dt in dtypes}
     summary = {
         "shape": _model_args(a) | {"batch_size": a.batch_size}, "threads": a.threads,
         "dtype": a.dtype, "compile": a.compile,
         "median_tokens_per_s": med, "ratio": med["tinylm"] / med["reference"],
-        "matmul_tflops": {"fp32": fp32 / 1e12, "bf16": bf16 / 1e12},
-        "mfu": {"reference_vs_fp32": med["reference"] * flops / fp32,
-                "tinylm_vs_bf16": med["tinylm"] * flops / bf16,
-                "tinylm_vs_fp32": med["tinylm"] * flops / fp32},
+        "matmul_tflops": {dt: r / 1e12 for dt, r in rate.items()},
+        "mfu": {"reference_vs_fp32": med["reference"] * flops / rate["fp32"]}
+               | {f"tinylm_vs_{dt}": med["tinylm"] * flops / r for dt, r in rate.items()},
         # a step of nothing but its matrix products, at this shape: the MFU ceiling
         "step_matmuls_ms": {dt: 1000 * s for dt, s in matmuls_s.items()},
-        "mfu_ceiling": {"fp32": step_flops / matmuls_s["fp32"] / fp32,
-                        "bf16": step_flops / matmuls_s["bf16"] / bf16},
+        "mfu_ceiling": {dt: step_flops / matmuls_s[dt] / rate[dt] for dt in dtypes},
         "tinylm_warmup_s": statistics.median(x["warmup_s"] for x in results["tinylm"]),
+        "laptop": a.laptop, "optimizer": a.optimizer,
+        "cpu_capability": results["tinylm"][0]["cpu_capability"],
+        "tinylm_step_ms": statistics.median(x["step_ms"] for x in results["tinylm"]),
     }
+    if a.dtype in ("fp32", "bf16"):  # auto: whichever the machine picks
+        summary["tinylm_step_over_matmuls"] = (summary["tinylm_step_ms"]
+                                               / summary["step_matmuls_ms"][a.dtype])
     for who in withouts:
         summary[f"ratio_tinylm_to_{who.replace(' ', '_')}"] = med["tinylm"] / med[who]
     print(json.dumps(summary, indent=2))
