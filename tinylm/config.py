@@ -193,11 +193,11 @@ class Config:
                                          "moves (raise)",
                                          "lower for larger models",
                                          "none per step; the setting that matters most"))
-    min_lr_ratio: float = setting(0.1, "the cosine schedule ends at learning_rate * min_lr_ratio",
+    min_lr_ratio: float = setting(0.1, "the schedule ends at learning_rate * min_lr_ratio",
                                   0.0, 1.0, stage="train",
                                   tune=("the last steps are still noisy (lower), or the end of a "
                                         "run learns too little (raise)",
-                                        "the floor of the cosine, as a share of the peak",
+                                        "the floor of the decay, as a share of the peak",
                                         "none"))
     optimizer: str = setting("adamw", "adamw for every parameter, or muon for the blocks' weight "
                              "matrices (AdamW for the rest)", stage="train",
@@ -211,6 +211,13 @@ class Config:
                                          "steps",
                                          "lower to follow new gradients sooner",
                                          "none"))
+    lr_decay: str = setting("cosine", "the shape of the decay after the warmup, down to "
+                            "learning_rate * min_lr_ratio", stage="train",
+                            choices=("cosine", "linear"),
+                            tune=("you shorten or lengthen a run, or tune the schedule",
+                                  "linear spends more steps at a high rate than cosine, then "
+                                  "falls further at the end",
+                                  "none"))
     warmup_steps: int = setting(100, "steps of linear warmup", 0, 1_000_000, stage="train",
                                 tune=("the first steps spike or diverge (raise), or a short run "
                                       "spends much of itself warming up (lower)",

@@ -44,19 +44,29 @@ from tinylm.model import GPT, GPTConfig
 from tinylm.runtime import autocast, environment, resolve_device, resolve_dtype, to_device
 
 
-def lr_at(step: int, total_steps: int, peak: float, warmup: int, min_ratio: float) -> float:
-    """Learning rate at ``step``: linear warmup to ``peak``, then cosine down to
-    ``peak * min_ratio`` at ``total_steps``.
+def lr_at(step: int, total_steps: int, peak: float, warmup: int, min_ratio: float,
+          decay: str = "cosine") -> float:
+    """Learning rate at ``step``: linear warmup to ``peak``, then down to ``peak * min_ratio``
+    at ``total_steps``, along a half cosine or a straight line (``decay``).
 
     >>> lr_at(0, 100, 1.0, 10, 0.1), lr_at(10, 100, 1.0, 10, 0.1), lr_at(100, 100, 1.0, 10, 0.1)
     (0.1, 1.0, 0.1)
+    >>> lr_at(55, 100, 1.0, 10, 0.0, "linear")
+    0.5
     """
     if step < warmup:
         return peak * (step + 1) / warmup
     if step >= total_steps:
         return peak * min_ratio
     progress = (step - warmup) / max(1, total_steps - warmup)
-    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return peak * (min_ratio + (1 - min_ratio) * falling(progress, decay))
+
+
+def falling(progress: float, decay: str) -> float:
+    """From 1 at ``progress`` 0 to 0 at 1: a half cosine, or a straight line."""
+    if decay == "linear":
+        return 1 - progress
+    return 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @dataclass(frozen=True)
@@ -64,10 +74,10 @@ class Schedule:
     """The learning rate of every step of a run: ``lr_at`` over its ``total_steps``.
 
     A resume may change the number of steps (more epochs). During the warmup that only
-    stretches the cosine. After it, the rate continues from the one reached at ``start``
-    (``start_rate``) and decays along a new half cosine to the same floor over the steps that
-    remain: the rate never jumps, and stays a pure function of the step, so an interrupted
-    resumed run still resumes exactly. The checkpoint keeps it.
+    stretches the decay. After it, the rate continues from the one reached at ``start``
+    (``start_rate``) and decays along a new cosine or line to the same floor over the steps
+    that remain: the rate never jumps, and stays a pure function of the step, so an
+    interrupted resumed run still resumes exactly. The checkpoint keeps it.
     """
 
     total_steps: int
@@ -75,20 +85,23 @@ class Schedule:
     warmup: int
     min_ratio: float
     start: int = 0
-    start_rate: float | None = None  # None: the plain warmup + cosine of ``lr_at``
+    start_rate: float | None = None  # None: the plain warmup + decay of ``lr_at``
+    decay: str = "cosine"  # checkpoints from before the setting existed decayed along a cosine
 
     @classmethod
     def of(cls, cfg: Config, total_steps: int) -> "Schedule":
-        return cls(total_steps, cfg.learning_rate, cfg.warmup_steps, cfg.min_lr_ratio)
+        return cls(total_steps, cfg.learning_rate, cfg.warmup_steps, cfg.min_lr_ratio,
+                   decay=cfg.lr_decay)
 
     def __call__(self, step: int) -> float:
         if self.start_rate is None:
-            return lr_at(step, self.total_steps, self.peak, self.warmup, self.min_ratio)
+            return lr_at(step, self.total_steps, self.peak, self.warmup, self.min_ratio,
+                         self.decay)
         floor = self.peak * self.min_ratio
         if step >= self.total_steps:
             return floor
         progress = (step - self.start) / max(1, self.total_steps - self.start)
-        return floor + (self.start_rate - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        return floor + (self.start_rate - floor) * falling(progress, self.decay)
 
     def resumed(self, step: int, total_steps: int) -> "Schedule":
         """This schedule continued at ``step`` by a run of ``total_steps`` steps in all."""

@@ -22,7 +22,7 @@ NOT_TRAINING_SPEC = RESUMABLE - {"epochs"}  # epochs changes the model, yet a ru
 CORPUS = {"languages", "bytes_per_language", "val_fraction", "corpus_path", "corpus_language",
           "corpus_url", "corpus_sha256", "seed"}
 NO_RANGE = {"name", "languages", "corpus_path", "corpus_language", "corpus_url", "corpus_sha256",
-            "dtype", "device", "compile", "optimizer"}
+            "dtype", "device", "compile", "optimizer", "lr_decay"}
 MODEL = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout")
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 

@@ -26,6 +26,16 @@ def test_lr_schedule_values():
     assert all(b <= a for a, b in zip(after, after[1:]))  # cosine never goes up
 
 
+def test_the_linear_decay_falls_in_equal_steps_to_its_floor():
+    peak, warm, total = 1e-3, 10, 110
+    after = [lr_at(s, total, peak, warm, 0.0, "linear") for s in range(warm, total + 1)]
+    assert after[0] == pytest.approx(peak) and after[50] == pytest.approx(peak / 2)
+    assert after[-1] == 0.0
+    assert np.diff(after) == pytest.approx(np.full(100, -peak / 100))
+    # a cosine spends fewer steps near the peak: below the line in the first half
+    assert lr_at(30, total, peak, warm, 0.0) > lr_at(30, total, peak, warm, 0.0, "linear")
+
+
 def test_windows_and_targets():
     ds = TokenDataset(np.arange(101, dtype=np.uint16), block_size=10)
     assert len(ds) == 10

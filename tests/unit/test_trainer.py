@@ -85,11 +85,12 @@ def _rates(trainer: Trainer) -> list[float]:
     return rates
 
 
-def test_more_epochs_on_resume_continue_the_learning_rate_where_it_was(tmp_path):
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+def test_more_epochs_on_resume_continue_the_learning_rate_where_it_was(tmp_path, decay):
     """Resumed with more epochs, a run goes on from the rate it had reached and decays it
     over the steps that remain: no jump back up the cosine, and no second warmup."""
     tokens = _tokens(tmp_path / "tokens", n=1000)  # 16 steps per epoch
-    cfg = load_preset("quick", **{**TINY, "epochs": 2})
+    cfg = load_preset("quick", **{**TINY, "epochs": 2, "lr_decay": decay})
     team = Keeping(stop_after=6)
     shorter = Trainer(cfg, tokens, team=team, progress=False)
     before = _rates(shorter)
