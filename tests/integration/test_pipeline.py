@@ -115,6 +115,18 @@ def test_executed_chapters_hold_no_warnings_and_no_widgets(quick_run):
     assert not noise, "\n".join(noise)
 
 
+def test_prose_that_code_writes_ends_each_sentence_once(quick_run):
+    """The captions and sentences a chapter's code writes (Markdown outputs) join clauses
+    that may be empty; an empty one must not leave a doubled full stop behind."""
+    run_dir, _ = quick_run
+    doubled = [f"{path.stem}, cell {cell.get('id')}: {m.group(0)}"
+               for path in sorted((run_dir / "notebooks").glob("*.ipynb"))
+               for cell in nbformat.read(path, as_version=4).cells
+               for out in cell.get("outputs", [])
+               for m in re.finditer(r".{0,60}\w\.\.(?=\s|$)", out.get("data", {}).get("text/markdown", ""))]
+    assert not doubled, "\n".join(doubled)
+
+
 def test_unchanged_stages_are_skipped(quick_run):
     """Chapter 7 opens the run's every stage (corpus, tokenizer, tokens, training) through
     ``run.train()``, as any chapter after training does; it is one of the shortest."""
