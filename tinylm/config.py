@@ -143,7 +143,7 @@ class Config:
                                     "raise for fewer tokens per byte, lower for a smaller model",
                                     "V x C embedding and output-layer weights, and output-layer "
                                     "time per token; compare runs in bits per byte"))
-    # corpus size, shape, dropout and epochs: the best validation bits per byte in a few
+    # corpus size, shape and dropout: the best validation bits per byte in a few
     # minutes of this machine's training (benchmarks/quality/budget_sweep.py, README there):
     # with all of the text a small model does not memorise it in a few epochs, so it needs no
     # dropout, which also makes each step cheaper; 2 layers beat 3 and 4 at equal time.
@@ -176,7 +176,7 @@ class Config:
                                    "raise from 0 to regularise",
                                    "slower learning per step, and a random mask per step"))
     # training
-    epochs: int = setting(3, "passes over the training windows", 1, 1000, stage="train",
+    epochs: int = setting(2, "passes over the training windows", 1, 1000, stage="train",
                           resumable=True,  # a resumed run may train longer
                           tune=("validation loss still falls at the end (raise) or turns up "
                                 "(lower)",
@@ -188,10 +188,15 @@ class Config:
                                     "step (raise)",
                                     "the global batch, whatever nproc is",
                                     "activations grow with B; a step takes longer, a window less"))
-    learning_rate: float = setting(3e-3, "peak AdamW learning rate", 1e-6, 1.0, stage="train",
+    # Muon takes four times the rate AdamW was tuned to (benchmarks/quality/recipe_ablation.py
+    # measures both); the presets tuned with AdamW name their optimizer and rate
+    learning_rate: float = setting(1.2e-2, "peak learning rate (Muon scales its steps to an "
+                                   "AdamW step's size at the same rate)", 1e-6, 1.0,
+                                   stage="train",
                                    tune=("the loss climbs above ln V or jumps (lower), or barely "
                                          "moves (raise)",
-                                         "lower for larger models",
+                                         "lower for larger models; Muon takes a higher rate "
+                                         "than AdamW",
                                          "none per step; the setting that matters most"))
     min_lr_ratio: float = setting(0.1, "the schedule ends at learning_rate * min_lr_ratio",
                                   0.0, 1.0, stage="train",
@@ -199,12 +204,14 @@ class Config:
                                         "run learns too little (raise)",
                                         "the floor of the decay, as a share of the peak",
                                         "none"))
-    optimizer: str = setting("adamw", "adamw for every parameter, or muon for the blocks' weight "
-                             "matrices (AdamW for the rest)", stage="train",
+    optimizer: str = setting("muon", "muon for the blocks' weight matrices (AdamW for the "
+                             "rest), or adamw for every parameter", stage="train",
                              choices=("adamw", "muon"),
-                             tune=("you want more learned per step",
-                                   "muon orthogonalizes each matrix's step",
-                                   "a few small matrix products per matrix and step"))
+                             tune=("you compare with the classic recipe (adamw), or want more "
+                                   "learned per step (muon)",
+                                   "muon orthogonalizes each matrix's step; adamw scales each "
+                                   "weight's step by its own gradient history",
+                                   "muon: a few small matrix products per matrix and step"))
     muon_momentum: float = setting(0.95, "Muon's momentum (Nesterov)", 0.0, 0.9999,
                                    stage="train",
                                    tune=("rarely: momentum over about 1 / (1 - muon_momentum) "
@@ -521,7 +528,7 @@ def check_resume(old: Config, new: Config, remedy: str = "") -> dict[str, list]:
     every such setting.
 
     >>> check_resume(Config(), Config(epochs=30))
-    {'epochs': [3, 30]}
+    {'epochs': [2, 30]}
     """
     changed = {k: [v, getattr(new, k)] for k, v in old.to_dict().items() if v != getattr(new, k)}
     refused = sorted(k for k in changed if k not in RESUMABLE_CHANGES)

@@ -1,5 +1,6 @@
 """Charts of the measurements the chapters make beside a run: a live training loss, short
-demonstration runs, AdamW's moments of one weight, clipped gradients, sampling settings,
+demonstration runs, AdamW's moments of one weight, a gradient's singular values before and
+after Muon's orthogonalization, clipped gradients, sampling settings,
 hyperparameter sweeps, memory and latency.
 
 They take plain numbers (lists, dicts, arrays) that a chapter measured, and follow the
@@ -104,6 +105,22 @@ def plot_adam_moments(exp_avg: Sequence[float], exp_avg_sq: Sequence[float],
     a2.set_ylabel(r"$\hat m_t / (\sqrt{\hat v_t} + \epsilon)$ (learning rates)")
     a2.set_title("the step it takes, before weight decay, in units of the learning rate", fontsize=10)
     a2.set_ylim(-1.15, 1.15)
+    return fig
+
+
+def plot_singular_values(gradient: Sequence[float], step: Sequence[float]) -> Figure:
+    """A gradient matrix's singular values (divided by the largest) beside those of Muon's
+    step direction, largest first: how evenly each spreads over its directions."""
+    fig, ax = subplots(figsize=(8, 3.4), layout="constrained")
+    g = np.sort(np.asarray(gradient, dtype=float))[::-1]
+    ranks = np.arange(1, len(g) + 1)
+    ax.semilogy(ranks, g / g[0], lw=2, label="gradient, divided by its largest")
+    ax.semilogy(ranks, np.sort(np.asarray(step, dtype=float))[::-1], lw=2,
+                label="orthogonalized (Muon's step direction)")
+    ax.set_xlabel("singular value, largest first")
+    ax.set_ylabel("size (log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     return fig
 
 
