@@ -88,7 +88,7 @@ def run_seconds(cfg: Config, tokens_per_second: float, train_tokens: int, val_to
 def measure_tokens_per_second(cfg: Config, seconds: float = 3.0, warmup: int = 2) -> float:
     """Training tokens per second of ``cfg``'s model on this machine, as it is right now.
 
-    The trainer's own optimizer steps (``Trainer.train_step``: autocast, clipping, AdamW) on
+    The trainer's own optimizer steps (``Trainer.train_step``: autocast, clipping, the optimizer) on
     random tokens, under the precision and threads the run would use, for about ``seconds``
     after ``warmup`` steps; the model is thrown away.
     """

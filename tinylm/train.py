@@ -1,4 +1,4 @@
-"""The training loop: AdamW, warmup + cosine schedule, clipping, bf16 autocast, evaluation
+"""The training loop: Muon or AdamW, warmup and decay, clipping, bf16 autocast, evaluation
 every epoch, checkpoints, a progress bar, and exact resume.
 
 ``Trainer.fit`` is the loop, on one screen: take a batch, set the learning rate, one
@@ -311,8 +311,8 @@ class Trainer:
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float, weight: float = 1.0) -> Step:
         """One optimizer step on a batch at learning rate ``lr``: forward under autocast,
-        backward, clip, AdamW. The primitive that ``fit``, ``run_steps``, the time estimate
-        and the book share.
+        backward, clip, the optimizer (Muon and AdamW, or AdamW). The primitive that ``fit``,
+        ``run_steps``, the time estimate and the book share.
 
         ``weight`` scales the loss before ``backward``: in data-parallel training, this
         process's share of the global batch times the number of processes, because
