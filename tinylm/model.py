@@ -345,9 +345,13 @@ class GPT(nn.Module):
         ``optimizer="muon"``: the blocks' weight matrices go to Muon (``tinylm.optim``), the
         embeddings, biases and gains stay with AdamW.
         """
+        if optimizer not in ("adamw", "muon"):
+            raise ValueError(f"unknown optimizer {optimizer!r}: adamw or muon")
         named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-        hidden = [p for n, p in named if n.startswith("blocks.") and p.dim() == 2]
-        rest = [p for n, p in named if not (optimizer == "muon" and any(p is h for h in hidden))]
+        to_muon = [optimizer == "muon" and n.startswith("blocks.") and p.dim() == 2
+                   for n, p in named]
+        hidden = [p for (_, p), m in zip(named, to_muon) if m]
+        rest = [p for (_, p), m in zip(named, to_muon) if not m]
         groups = [
             {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
@@ -358,6 +362,4 @@ class GPT(nn.Module):
             adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, foreach=True)
         if optimizer == "adamw":
             return adamw
-        if optimizer != "muon":
-            raise ValueError(f"unknown optimizer {optimizer!r}: adamw or muon")
         return MuonWithAdamW(Muon(hidden, learning_rate, muon_momentum, weight_decay), adamw)
