@@ -1,9 +1,10 @@
-"""What every test shares: the default floating-point mode (below), and the order: the longest
-files first, so that with one worker per core (``make test``,
+"""What every test shares: Ctrl-C delivered (below), the default floating-point mode, and the
+order: the longest files first, so that with one worker per core (``make test``,
 pytest-xdist taking whole files) no long file starts last and leaves the other workers idle.
 Within a file and among the rest the order stays pytest's own."""
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -12,6 +13,14 @@ import pytest
 #: Files that take a minute or more on a 2-core machine (``pytest --durations``), longest first.
 LONGEST_FIRST = ["test_pipeline.py", "test_distributed.py", "test_interrupt_resume.py",
                  "test_readme.py", "test_bad_input.py", "test_book_runs.py"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started as a background job of a shell without job control (``make test &``)
+    inherits SIGINT ignored, and so would every command a test starts: the tests of Ctrl-C
+    would see nothing happen. They test what a terminal's Ctrl-C does, so it is delivered."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
