@@ -289,7 +289,8 @@ class Config:
                                     1, 10_000_000, stage=None,
                                     tune=("steps are long and a crash would lose many of them",
                                           "lower to save more often",
-                                          "a write of the weights and AdamW's moments each time"))
+                                          "a write of the weights and the optimizer's state "
+                                          "each time"))
     # generation and sample quality
     sample_new_tokens: int = setting(64, "tokens generated per sample", 1, 4096, stage="samples",
                                      tune=("samples are too short to judge, or too slow",

@@ -337,6 +337,13 @@ class GPT(nn.Module):
         forward = 2 * n + attn
         return 3 * forward if training else forward
 
+    def hidden_matrices(self) -> list[tuple[str, nn.Parameter]]:
+        """The blocks' weight matrices, which Muon steps; the embeddings, positions, biases
+        and gains stay with AdamW. Also what an optimizer's memory depends on: Muon keeps one
+        momentum per number, AdamW two moments."""
+        return [(n, p) for n, p in self.named_parameters()
+                if p.requires_grad and n.startswith("blocks.") and p.dim() == 2]
+
     def configure_optimizer(self, learning_rate: float, weight_decay: float,
                             betas: tuple[float, float], optimizer: str = "adamw",
                             muon_momentum: float = 0.95) -> torch.optim.Optimizer | MuonWithAdamW:
@@ -347,11 +354,9 @@ class GPT(nn.Module):
         """
         if optimizer not in ("adamw", "muon"):
             raise ValueError(f"unknown optimizer {optimizer!r}: adamw or muon")
-        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-        to_muon = [optimizer == "muon" and n.startswith("blocks.") and p.dim() == 2
-                   for n, p in named]
-        hidden = [p for (_, p), m in zip(named, to_muon) if m]
-        rest = [p for (_, p), m in zip(named, to_muon) if not m]
+        hidden = [p for _, p in self.hidden_matrices()] if optimizer == "muon" else []
+        ids = {id(p) for p in hidden}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
         groups = [
             {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},

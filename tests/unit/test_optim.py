@@ -44,6 +44,7 @@ def test_muon_takes_the_blocks_matrices_and_adamw_everything_else():
     assert sorted(muon + adamw) == sorted(names.values())  # each parameter exactly once
     assert sorted(muon) == sorted(n for n, p in model.named_parameters()
                                   if n.startswith("blocks.") and p.dim() == 2)
+    assert sorted(muon) == sorted(n for n, _ in model.hidden_matrices())  # what chapter 10 counts
     assert "wte.weight" in adamw and "wpe.weight" in adamw
     with pytest.raises(ValueError, match="2-D"):
         Muon([model.ln_f.weight], lr=1e-3)
