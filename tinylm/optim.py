@@ -31,6 +31,9 @@ NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)
 def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
     """The orthogonal matrix nearest to ``g`` (approximately): ``U V^T`` of ``g = U S V^T``.
 
+    ``g`` may be a stack of matrices of one shape (``k x rows x cols``): each is orthogonalized
+    on its own, in one batched product per iteration instead of one per matrix.
+
     >>> g = torch.randn(8, 32)
     >>> s = torch.linalg.svdvals(orthogonalize(g))
     >>> bool(((s > 0.6) & (s < 1.3)).all())
@@ -38,14 +41,14 @@ def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
     """
     a, b, c = NEWTON_SCHULZ
     x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
-    tall = x.size(0) > x.size(1)
+    tall = x.size(-2) > x.size(-1)
     if tall:  # iterate on the smaller Gram matrix
-        x = x.T
-    x = x / (x.norm() + 1e-7)  # every singular value at most 1
+        x = x.mT
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # every singular value at most 1
     for _ in range(steps):
-        gram = x @ x.T
+        gram = x @ x.mT
         x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x.T if tall else x).to(g.dtype)
+    return (x.mT if tall else x).to(g.dtype)
 
 
 class Muon(torch.optim.Optimizer):
@@ -68,6 +71,10 @@ class Muon(torch.optim.Optimizer):
     def step(self, closure: Any = None) -> None:
         for group in self.param_groups:
             lr, beta = group["lr"], group["momentum"]
+            # the matrices of one shape (a tall one transposed) share their iterations: a
+            # model's layers repeat their shapes, and each product costs a wake-up of the
+            # CPU's threads, which on a small model takes longer than the arithmetic
+            by_shape: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -76,9 +83,15 @@ class Muon(torch.optim.Optimizer):
                     state["momentum_buffer"] = torch.zeros_like(p)
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - beta)
-                update = orthogonalize(p.grad.lerp(buf, beta), group["ns_steps"])  # Nesterov
-                p.mul_(1 - lr * group["weight_decay"])
-                p.add_(update, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))
+                g = p.grad.lerp(buf, beta)  # Nesterov
+                g = g.T if g.size(0) > g.size(1) else g
+                by_shape.setdefault(tuple(g.shape), []).append((p, g))
+            for pairs in by_shape.values():
+                updates = orthogonalize(torch.stack([g for _, g in pairs]), group["ns_steps"])
+                for (p, _), update in zip(pairs, updates):
+                    p.mul_(1 - lr * group["weight_decay"])
+                    p.add_(update.T if p.size(0) > p.size(1) else update,
+                           alpha=-lr * 0.2 * math.sqrt(max(p.shape)))
 
 
 class MuonWithAdamW:

@@ -62,6 +62,26 @@ def test_a_muon_step_moves_each_matrix_by_an_orthogonal_step_of_the_adjusted_rat
     assert torch.allclose(step, orthogonalize(w.grad), atol=1e-4)  # weights of 1 in fp32
 
 
+def test_matrices_of_one_shape_share_their_iterations_and_step_as_if_alone():
+    torch.manual_seed(0)
+    shapes = [(16, 8), (8, 16), (16, 8), (8, 8)]  # a tall one shares with its transpose's shape
+    together = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    alone = [torch.nn.Parameter(w.detach().clone()) for w in together]
+    start = [w.detach().clone() for w in together]
+    for a, b in zip(together, alone):
+        a.grad = torch.randn(a.shape)
+        b.grad = a.grad.clone()
+    Muon(together, lr=0.02, weight_decay=0.1).step()
+    for w in alone:
+        Muon([w], lr=0.02, weight_decay=0.1).step()
+    for a, b, before in zip(together, alone, start):
+        assert torch.allclose(a, b, atol=1e-6)
+        assert (a - before).abs().max() > 1e-3  # it moved
+    stack = torch.randn(3, 8, 24)
+    assert torch.allclose(orthogonalize(stack), torch.stack([orthogonalize(m) for m in stack]),
+                          atol=1e-6)
+
+
 def test_a_run_with_muon_learns_and_resumes_exactly(tmp_path):
     cfg = load_preset("quick", **MUON)
     tokens = _tokens(tmp_path / "tokens")
