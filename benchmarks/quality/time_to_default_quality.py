@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,8 +37,11 @@ import laptop  # noqa: E402
 def train(code: Path, out: Path, dtype: str, laptop_class: bool, extra: list[str]) -> dict:
     """One fresh ``tinylm train --preset default`` with the package of ``code``; its figures."""
     env = {**laptop.env(laptop_class), "PYTHONPATH": str(code)}
+    # a finished run with the same model settings counts as trained, --fresh or not, and the
+    # speed settings (nproc, threads) are not among them: only an empty folder trains again
+    shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "tinylm.cli", "train", "--preset", "default",
-               "--output-dir", str(out), "--fresh", "--quiet", "--no-eval", "--dtype", dtype,
+               "--output-dir", str(out), "--quiet", "--no-eval", "--dtype", dtype,
                *extra]
     t0 = time.perf_counter()
     subprocess.run(command, env=env, cwd=code, check=True)
