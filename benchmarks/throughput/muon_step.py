@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -27,31 +26,12 @@ VARIANTS = ("adamw", "muon, matrix by matrix", "muon, once per shape")
 POLICIES = {"passive (tinylm)": {"OMP_WAIT_POLICY": "PASSIVE"}, "spinning": {}}
 
 
-def per_matrix_step(muon) -> None:
-    """Muon's step with one Newton-Schulz iteration per matrix (its first version)."""
-    import torch
-
-    from tinylm.optim import orthogonalize
-
-    with torch.no_grad():
-        for group in muon.param_groups:
-            lr, beta = group["lr"], group["momentum"]
-            for p in group["params"]:
-                state = muon.state[p]
-                if not state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                buf = state["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - beta)
-                update = orthogonalize(p.grad.lerp(buf, beta), group["ns_steps"])
-                p.mul_(1 - lr * group["weight_decay"])
-                p.add_(update, alpha=-lr * 0.2 * math.sqrt(max(p.shape)))
-
-
 def worker(variant: str, steps: int, dtype: str) -> dict:
     import torch
 
     from tinylm.config import load_preset
     from tinylm.model import GPT, GPTConfig
+    from tinylm.optim import Muon
     from tinylm.runtime import autocast, resolve_dtype, setup_process
 
     cfg = load_preset("default")
@@ -60,8 +40,18 @@ def worker(variant: str, steps: int, dtype: str) -> dict:
     model = GPT(GPTConfig.from_config(cfg))
     opt = model.configure_optimizer(cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                                     "adamw" if variant == "adamw" else "muon")
-    step = (lambda: (per_matrix_step(opt.muon), opt.adamw.step())) \
-        if variant == "muon, matrix by matrix" else opt.step
+    # matrix by matrix: one Muon per matrix, so that each iterates alone
+    alone = [Muon([p], cfg.learning_rate, cfg.muon_momentum, cfg.weight_decay)
+             for group in opt.muon.param_groups for p in group["params"]] \
+        if variant == "muon, matrix by matrix" else []
+
+    def step() -> None:
+        if not alone:
+            return opt.step()
+        for muon in alone:
+            muon.step()
+        opt.adamw.step()
+
     x = torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.block_size))
     y = torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.block_size))
     device, amp = torch.device("cpu"), resolve_dtype(dtype, torch.device("cpu"))
