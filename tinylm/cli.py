@@ -464,9 +464,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         if not metrics.exists():
             raise TinyLMError(f"{run_dir} has no training_metrics.json", "train first: tinylm train.")
         m = json.loads(metrics.read_text())
+        # epochs trained so far, a fraction where a run ends (or stopped) inside one
+        trained = m["history"][-1]["step"] / m["data"]["steps_per_epoch"] if m["history"] else 0
     if args.json:
         run = None if m is None else {
-            "run_dir": args.output_dir, "status": m["status"], "epochs": len(m["history"]),
+            "run_dir": args.output_dir, "status": m["status"], "epochs": round(trained, 2),
             "parameters": m["model"]["parameters"], "final_val_loss": m["final_val_loss"],
             "best_val_loss": m["best_val_loss"], "timing": m["timing"],
             "final": m["history"][-1] if m["history"] else None}
@@ -477,7 +479,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if m is not None:
         loss = ("no epoch finished yet, so no validation loss" if m["final_val_loss"] is None
                 else f"final val loss {m['final_val_loss']:.3f}")
-        print(f"\nrun {args.output_dir}: {m['status']}, {len(m['history'])} epochs, "
+        print(f"\nrun {args.output_dir}: {m['status']}, {trained:.3g} epochs, "
               f"{m['model']['parameters']:,} parameters, {loss}")
     return 0
 

@@ -6,6 +6,8 @@ block_size``, its first ``block_size`` tokens are the input and its last ``block
 the targets (the input shifted by one). An epoch visits every window exactly once, in an
 order drawn from ``(seed, epoch)`` alone, so the position inside an epoch is two integers
 and resuming mid-epoch replays exactly the batches an uninterrupted run would have seen.
+A run may end inside an epoch (``epochs = 1.5``): it takes the first batches of that
+epoch's order, and a longer resumed run continues from there.
 
 >>> ds = TokenDataset(np.arange(11, dtype=np.uint16), block_size=4)
 >>> len(ds), ds.window(1)[0].tolist(), ds.window(1)[1].tolist()
@@ -100,10 +102,12 @@ class EpochSampler:
     def order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
 
-    def epoch_batches(self):
-        """Yield the remaining batches of the current epoch, advancing the position."""
+    def epoch_batches(self, until: int | None = None):
+        """Yield the remaining batches of the current epoch, advancing the position; with
+        ``until``, only up to that batch of the epoch (where a run ends inside it)."""
         order = self.order(self.epoch)
-        while self.batch < self.batches_per_epoch:
+        end = self.batches_per_epoch if until is None else min(until, self.batches_per_epoch)
+        while self.batch < end:
             i = self.batch * self.batch_size
             self.batch += 1
             yield order[i:i + self.batch_size]
@@ -117,6 +121,16 @@ class EpochSampler:
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+
+
+def total_steps(epochs: float, batches_per_epoch: int) -> int:
+    """Optimizer steps in ``epochs`` passes of ``batches_per_epoch`` batches: a fraction of an
+    epoch rounds to whole batches, and a run takes at least one.
+
+    >>> total_steps(2, 481), total_steps(1.5, 481), total_steps(0.001, 481)
+    (962, 722, 1)
+    """
+    return max(1, round(epochs * batches_per_epoch))
 
 
 def load_splits(tokens_dir: Path, block_size: int) -> tuple[TokenDataset, TokenDataset, dict]:

@@ -77,11 +77,12 @@ def run_seconds(cfg: Config, tokens_per_second: float, train_tokens: int, val_to
     """Expected wall seconds of a run: training, an evaluation per epoch, the stages around.
 
     Training processes whole batches of windows (the last batch of an epoch may be smaller),
-    ``epochs`` times; each epoch ends with a forward pass over the validation windows.
+    ``epochs`` times; each epoch, and a last partial one, ends with a forward pass over the
+    validation windows.
     """
     windows = max(1, (train_tokens - 1) // cfg.block_size)
     train = cfg.epochs * windows * cfg.block_size / tokens_per_second
-    evaluation = cfg.epochs * val_tokens * EVAL_COST / tokens_per_second
+    evaluation = math.ceil(cfg.epochs) * val_tokens * EVAL_COST / tokens_per_second
     return train + evaluation + STAGES_SECONDS + (CHAPTERS_SECONDS if pipeline else 0.0)
 
 
@@ -158,7 +159,7 @@ def explain(cfg: Config, est: Estimate, pipeline: bool = False,
     minutes = est.seconds / 60
     what = "the pipeline" if pipeline else "training"
     lines = [f"estimate: {what} of preset {cfg.name!r} takes about {minutes:.1f} minutes here "
-             f"({est.tokens_per_second:,.0f} tokens/s measured, {cfg.epochs} epochs of "
+             f"({est.tokens_per_second:,.0f} tokens/s measured, {cfg.epochs:g} epochs of "
              f"{'' if est.exact else '~'}{est.train_tokens:,} tokens)"]
     if est.seconds > target:
         epochs = fitting_epochs(cfg, est, pipeline, target)

@@ -219,7 +219,7 @@ def model_card(cfg: Config, entry: dict, metrics: dict, stats: dict, dest: Path)
                      f"{entry['val_bpb']:.3f} |")
         timing = metrics.get("timing", {})
         if timing:
-            lines += ["", f"Training: {cfg.epochs} epoch(s) in {timing['train_seconds']:.1f} s "
+            lines += ["", f"Training: {cfg.epochs:g} epoch(s) in {timing['train_seconds']:.1f} s "
                           f"({timing['tokens_per_second']:,.0f} tokens/s), batch {cfg.batch_size}, "
                           f"peak learning rate {cfg.learning_rate:g}."]
     else:

@@ -393,16 +393,17 @@ def plot_lr_schedule(cfg, steps_per_epoch: int, history: Sequence[dict] = (),
     resume with more epochs continues it: ``schedule``, ``training_metrics.json``'s); epoch
     ends are ruled, and ``history`` marks the rate each epoch ended on.
     """
-    from tinylm.train import Schedule  # torch: `tinylm plot` draws from JSON without it
+    from tinylm.data import total_steps  # torch: `tinylm plot` draws from JSON without it
+    from tinylm.train import Schedule
 
-    total = cfg.epochs * steps_per_epoch
+    total = total_steps(cfg.epochs, steps_per_epoch)
     steps = np.arange(total + 1)
     rate = Schedule(**schedule) if schedule else Schedule.of(cfg, total)
     lrs = [rate(s) for s in steps]
     fig, ax = subplots(figsize=(8, 3.6), layout="constrained")
     ax.plot(steps, lrs, color="#1f77b4", lw=2, label="lr_at(step)")
-    for e in range(1, cfg.epochs + 1):
-        ax.axvline(e * steps_per_epoch, color="#dddddd", lw=0.8, zorder=0)
+    for end in range(steps_per_epoch, total + 1, steps_per_epoch):
+        ax.axvline(end, color="#dddddd", lw=0.8, zorder=0)
     warm = min(cfg.warmup_steps, total)
     ax.axvspan(0, warm, color=KIND_COLORS["train"], alpha=0.6, lw=0,
                label=f"warmup: {cfg.warmup_steps} steps")
@@ -411,7 +412,8 @@ def plot_lr_schedule(cfg, steps_per_epoch: int, history: Sequence[dict] = (),
     if history:
         ax.plot([h["step"] - 1 for h in history], [h["lr"] for h in history], "o", color="#d62728",
                 ms=5, label="last step of each epoch (training_metrics.json)")
-    ax.set_xlabel(f"optimizer step ({cfg.epochs} epochs of {steps_per_epoch} steps; grey lines: epoch ends)")
+    ax.set_xlabel(f"optimizer step ({cfg.epochs:g} epochs of {steps_per_epoch} steps; grey lines: "
+                  "epoch ends)")
     ax.set_ylabel("learning rate (per step)")
     ax.set_xlim(0, total)
     ax.set_ylim(0, cfg.learning_rate * 1.1)

@@ -2,7 +2,8 @@
 every epoch, checkpoints, a progress bar, and exact resume.
 
 ``Trainer.fit`` is the loop, on one screen: take a batch, set the learning rate, one
-step, log, checkpoint every N steps; evaluate and save at the end of each epoch. What keeps a
+step, log, checkpoint every N steps; evaluate and save at the end of each epoch (and where a
+run of a fractional number of epochs ends inside its last one). What keeps a
 run safe is layered around it as small named parts: ``StopSignals`` turns Ctrl-C into a flag
 that the loop checks between steps, ``state_dict`` holds everything the loop depends on
 (model, optimizer, step, schedule, sampler position, running epoch loss, RNG), and the
@@ -37,7 +38,7 @@ from tqdm import tqdm
 
 from tinylm import progress
 from tinylm.config import Config, check_resume
-from tinylm.data import EpochSampler, load_splits
+from tinylm.data import EpochSampler, load_splits, total_steps
 from tinylm.errors import ConfigError, Interrupted, TrainingError
 from tinylm.evaluate import evaluate
 from tinylm.model import GPT, GPTConfig
@@ -270,18 +271,30 @@ class Trainer:
 
     @property
     def total_steps(self) -> int:
-        return self.cfg.epochs * self.sampler.batches_per_epoch
+        return total_steps(self.cfg.epochs, self.sampler.batches_per_epoch)
+
+    @property
+    def done(self) -> bool:
+        """All steps taken and the last of them evaluated (an interrupted evaluation is not)."""
+        return (self.step >= self.total_steps
+                and bool(self.history) and self.history[-1]["step"] == self.step)
+
+    def epoch_end(self) -> int:
+        """The batch of the current epoch after which the run evaluates: its last, or where
+        the run's steps run out inside it."""
+        return min(self.sampler.batches_per_epoch,
+                   self.total_steps - self.sampler.epoch * self.sampler.batches_per_epoch)
 
     # ------------------------------------------------------------ the loop
     def fit(self) -> dict:
         """Train until ``cfg.epochs`` epochs are done; return the final metrics."""
         cfg, team = self.cfg, self.team
         with StopSignals() as stop:
-            while self.sampler.epoch < cfg.epochs:
+            while not self.done:
                 self.model.train()
                 bar = self._progress_bar()
                 tick, tokens, seconds = time.perf_counter(), 0, 0.0
-                for batch in self.sampler.epoch_batches():
+                for batch in self.sampler.epoch_batches(until=self.epoch_end()):
                     lr = self.schedule(self.step)
                     windows, weight = team.part(batch)  # one process: all of it, weight 1
                     step = self.train_step(*self.train_data.batch(windows), lr, weight)
@@ -376,8 +389,9 @@ class Trainer:
 
     # ------------------------------------------------------------ around the loop
     def _progress_bar(self) -> tqdm:
-        return progress.bar(total=self.sampler.batches_per_epoch, initial=self.sampler.batch,
-                            desc=f"epoch {self.sampler.epoch + 1}/{self.cfg.epochs}", unit="step",
+        return progress.bar(total=max(self.epoch_end(), self.sampler.batch),
+                            initial=self.sampler.batch,
+                            desc=f"epoch {self.sampler.epoch + 1}/{math.ceil(self.cfg.epochs)}", unit="step",
                             disable=not self.progress)
 
     def _end_epoch(self, tokens_per_second: float, stop: StopSignals) -> None:
@@ -404,7 +418,8 @@ class Trainer:
         }
         self.elapsed += time.perf_counter() - t0
         self.history.append(record)
-        self.sampler.next_epoch()
+        if self.sampler.batch == self.sampler.batches_per_epoch:  # else the run ended inside it
+            self.sampler.next_epoch()
         self.epoch_loss_sum, self.epoch_steps = 0.0, 0
         if record["val_loss"] < self.best_val:
             self.best_val = record["val_loss"]
@@ -413,7 +428,7 @@ class Trainer:
         self.write_metrics("running")
         if self.progress:
             langs = " ".join(f"{l} {v['loss']:.3f}" for l, v in val["by_lang"].items())
-            print(f"epoch {record['epoch']}/{self.cfg.epochs}: train {record['train_loss']:.3f}  "
+            print(f"epoch {record['epoch']}/{math.ceil(self.cfg.epochs)}: train {record['train_loss']:.3f}  "
                   f"val {val['loss']:.3f} ({langs})  bpb {val['bpb']:.3f}", file=sys.stderr)
 
     def _diverged(self, loss: float, grad_norm: float) -> TrainingError:
@@ -478,8 +493,8 @@ class Trainer:
         self.resumed = json.loads(state["resumed"])
         # the schedule it trained with (older checkpoints: the plain one of its own epochs),
         # continued over this run's number of steps
-        saved = state.get("schedule") or asdict(Schedule.of(
-            self.cfg, Config.from_dict(json.loads(state["config"])).epochs * self.sampler.batches_per_epoch))
+        saved = state.get("schedule") or asdict(Schedule.of(self.cfg, total_steps(
+            Config.from_dict(json.loads(state["config"])).epochs, self.sampler.batches_per_epoch)))
         self.schedule = Schedule(**saved).resumed(self.step, self.total_steps)
         saved = state.get("rng_ranks") or [{"torch": state["rng_torch"], "cuda": state.get("rng_cuda"),
                                             "mps": state.get("rng_mps")}]

@@ -29,7 +29,7 @@ from tinylm import cli, pipeline
 from tinylm import train as train_module
 from tinylm.checkpoint import load_checkpoint, load_resume_state
 from tinylm.config import RANGES, Config, command_flags, load_preset
-from tinylm.data import EpochSampler
+from tinylm.data import EpochSampler, total_steps
 from tinylm.errors import ConfigError, Interrupted, TrainingError
 from tinylm.stages import Run
 
@@ -380,6 +380,46 @@ def test_interrupt_at_any_step_then_resume_is_exact(prepared, library_reference,
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == step
     Run(run, CFG, progress=False, resume=True).train()
     assert_same_training(run, library_reference)
+
+
+def test_a_fractional_number_of_epochs_ends_inside_the_last_one_and_resumes_exactly(
+        prepared, steps_per_epoch, tmp_path, monkeypatch):
+    """epochs=1.5: one epoch and the first half of the second's order, evaluated where it
+    ends. Stopped inside that half, it resumes exactly; resumed with epochs=2, it takes the
+    rest of the same order, so every window is trained on twice."""
+    spe, cfg = steps_per_epoch, CFG.replace(epochs=1.5)
+    end = total_steps(1.5, spe)
+    seen: list[int] = []
+    real_batches = EpochSampler.epoch_batches
+
+    def recorded(self, until=None):
+        for batch in real_batches(self, until):
+            seen.extend(batch.tolist())
+            yield batch
+
+    whole = copy(prepared, tmp_path / "whole")
+    with monkeypatch.context() as m:
+        m.setattr(EpochSampler, "epoch_batches", recorded)
+        Run(whole, cfg, progress=False).train()
+    metrics = json.loads((whole / "training_metrics.json").read_text())
+    assert [(h["epoch"], h["step"]) for h in metrics["history"]] == [(1, spe), (2, end)]
+    assert load_checkpoint(whole / "checkpoints" / "final.pt")["sampler"] == {"epoch": 1, "batch": end - spe}
+    assert Run(whole, cfg, progress=False, resume=True).train()["history"] == metrics["history"]
+
+    stopped = copy(prepared, tmp_path / "stopped")
+    _interrupt_at(monkeypatch, spe + 5)
+    with pytest.raises(Interrupted):
+        Run(stopped, cfg, progress=False).train()
+    monkeypatch.undo()
+    Run(stopped, cfg, progress=False, resume=True).train()
+    assert_same_training(stopped, whole)
+
+    with monkeypatch.context() as m:
+        m.setattr(EpochSampler, "epoch_batches", recorded)
+        longer = Run(whole, cfg.replace(epochs=2), progress=False, resume=True).train()
+    assert [h["step"] for h in longer["history"]] == [spe, end, 2 * spe]
+    n_windows = len(set(seen))
+    assert len(seen) == 2 * n_windows and sorted(seen) == sorted(list(range(n_windows)) * 2)
 
 
 class _SignalledDuring:

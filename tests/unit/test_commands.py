@@ -55,7 +55,7 @@ def test_the_estimate_of_check_answers_for_the_flags(tmp_path, capsys):
 def test_check_refuses_a_bad_setting_before_measuring(capsys):
     assert cli.main(["check", "--epochs", "0"]) == 1
     err = capsys.readouterr().err
-    assert "epochs=0 is out of range [1, 1000]" in err and "measured" not in err
+    assert "epochs=0.0 is out of range [0.01, 1000]" in err and "measured" not in err
 
 
 @pytest.mark.parametrize("command", ["generate", "evaluate", "export", "plot", "check", "train"])

@@ -56,7 +56,7 @@ def test_an_empty_config_opens_a_named_run_as_it_is(d):
 
 
 @pytest.mark.parametrize("change, resume, error, says", [
-    ({"epochs": 3}, False, ConfigError, "epochs: 2 there, 3 here"),
+    ({"epochs": 3}, False, ConfigError, "epochs: 2.0 there, 3.0 here"),
     ({"n_layer": 2}, False, ConfigError, "n_layer: 1 there, 2 here"),
     ({"n_layer": 2}, True, TrainingError, "n_layer"),
 ])

@@ -8,7 +8,7 @@ import torch
 
 from tinylm.checkpoint import load_checkpoint, save_checkpoint
 from tinylm.config import RANGES, Config, load_preset
-from tinylm.data import EpochSampler, TokenDataset, language_of_positions
+from tinylm.data import EpochSampler, TokenDataset, language_of_positions, total_steps
 from tinylm.errors import CheckpointError, ConfigError
 from tinylm.files import atomic_write_text
 from tinylm.train import lr_at
@@ -60,6 +60,19 @@ def test_epoch_visits_every_window_once_and_resumes_mid_epoch():
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     tail = list(b.epoch_batches())
     assert [x.tolist() for x in head + tail] == [x.tolist() for x in first]
+
+
+def test_an_epoch_cut_short_continues_from_where_it_stopped():
+    """A run of 1.5 epochs takes the first batches of the second epoch's order; a resumed
+    longer run takes the rest of that same order."""
+    whole = EpochSampler(23, 5, seed=3)
+    first = list(whole.epoch_batches(until=2))
+    assert whole.state_dict() == {"epoch": 0, "batch": 2}
+    resumed = EpochSampler(23, 5, seed=3)
+    resumed.load_state_dict(whole.state_dict())
+    rest = list(resumed.epoch_batches(until=99))  # past the end: the epoch's last batch
+    assert [x.tolist() for x in first + rest] == [x.tolist() for x in EpochSampler(23, 5, 3).epoch_batches()]
+    assert total_steps(1.5, 5) == 8 and total_steps(2, 5) == 10 and total_steps(0.01, 5) == 1
 
 
 def test_language_of_positions():
@@ -129,6 +142,8 @@ def test_config_other_validation():
     with pytest.raises(ConfigError, match="unknown preset"):
         load_preset("fastest")
     with pytest.raises(ConfigError, match="is not a whole number"):
+        load_preset("quick", batch_size="three")
+    with pytest.raises(ConfigError, match="is not a number"):
         load_preset("quick", epochs="three")
     with pytest.raises(ConfigError, match="no embedded"):
         Config(languages=["xx"]).validate()
