@@ -20,8 +20,10 @@ import re
 from pathlib import Path
 
 
-def census(run_dir: Path, per_language: int = 20, seed: int = 0) -> dict:
-    """Samples of every language of the run, with langid's verdict and unknown words."""
+def census(run_dir: Path, per_language: int = 20, seed: int = 0,
+           temperature: float | None = None) -> dict:
+    """Samples of every language of the run, with langid's verdict and unknown words; at the
+    run's own temperature unless ``temperature`` is given."""
     import langid
 
     from tinylm.config import Config
@@ -30,6 +32,7 @@ def census(run_dir: Path, per_language: int = 20, seed: int = 0) -> dict:
     from tinylm.stages import Run
 
     cfg = Config.load(run_dir / "config.json")
+    temperature = cfg.temperature if temperature is None else temperature
     run = Run(run_dir, cfg, resume=True, progress=False)
     model, _ = run.trained_model()
     tokenizer = run.tokenizer()
@@ -41,7 +44,7 @@ def census(run_dir: Path, per_language: int = 20, seed: int = 0) -> dict:
             PROMPTS[lang][i % len(PROMPTS[lang])] for i in range(per_language // 2)]
         for i, prompt in enumerate(prompts):
             text = generate(model, tokenizer, prompt, lang, cfg.sample_new_tokens,
-                            temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                            temperature=temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                             repetition_penalty=cfg.repetition_penalty, seed=seed + i)
             detected = langid.classify(prompt + text)[0] if (prompt + text).strip() else None
             samples.append({"lang": lang, "prompt": prompt, "seed": seed + i, "text": text,
@@ -49,7 +52,7 @@ def census(run_dir: Path, per_language: int = 20, seed: int = 0) -> dict:
                             "opens_in_capitals": bool(re.match(r"\W*[^\W\d_]{2,}\b", text)
                                                       and re.match(r"\W*([^\W\d_]+)", text)[1].isupper())})
     unknown, total = unknown_words([s["text"] for s in samples], known)
-    return {"run": str(run_dir), "per_language": per_language,
+    return {"run": str(run_dir), "per_language": per_language, "temperature": temperature,
             "in_language": sum(s["detected"] == s["lang"] for s in samples),
             "samples_total": len(samples), "known_word_share": 1 - unknown / max(total, 1),
             "words": total, "open_in_capitals": sum(s["opens_in_capitals"] for s in samples),
@@ -60,11 +63,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path, nargs="+")
     p.add_argument("--per-language", type=int, default=20)
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sample at this temperature (default: each run's own setting)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     a = p.parse_args()
     figures = []
     for run_dir in a.run_dir:
-        result = census(run_dir, a.per_language)
+        result = census(run_dir, a.per_language, temperature=a.temperature)
         for s in result["samples"]:
             mark = "ok " if s["detected"] == s["lang"] else "MISS"
             print(f"{mark} {s['lang']}->{s['detected']} {s['prompt']!r:20} {(s['prompt'] + s['text'])[:90]!r}")

@@ -10,6 +10,12 @@ show that the same seed gives the same figures (``--no-repeat`` skips that). Pri
 per run and the spread (max - min) / mean of the final validation loss, which the project
 keeps under 5%. With ``--out``, a run already finished there with the same settings (a copy
 of ``make pipeline``'s runs/default as ``--out``/1337, say) is read, not trained again.
+
+``--dtype fp32`` with the variables of ``benchmarks/tools/laptop.py`` set in the shell trains
+as the laptop class does (the reference run's way):
+
+    ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 \
+        .venv/bin/python benchmarks/quality/seed_variance.py --preset default --dtype fp32 ...
 """
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ import json
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 from tinylm.config import load_preset
 from tinylm.runtime import setup_process
@@ -32,7 +40,10 @@ def main() -> None:
     p.add_argument("--repeat", action=argparse.BooleanOptionalAction, default=True,
                    help="train the first seed twice, to show it gives the same figures")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--dtype", default=None, choices=("auto", "bf16", "fp32"),
+                   help="the runs' dtype (default: the preset's)")
     args = p.parse_args()
+    settings = {} if args.dtype is None else {"dtype": args.dtype}
     setup_process(load_preset(args.preset).threads)  # as `tinylm train` does
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or Path(tmp)
@@ -41,10 +52,13 @@ def main() -> None:
         results = {}
         for label, seed in runs:
             t0 = time.perf_counter()
-            metrics = Run(root / label, load_preset(args.preset, seed=seed), progress=False).train()
+            metrics = Run(root / label, load_preset(args.preset, seed=seed, **settings),
+                          progress=False).train()
             results[label] = {"final_val_loss": metrics["final_val_loss"],
                               "history": [[h["train_loss"], h["val_loss"]] for h in metrics["history"]],
-                              "seconds": round(time.perf_counter() - t0, 1)}
+                              "seconds": round(time.perf_counter() - t0, 1),
+                              "train_seconds": metrics["timing"]["train_seconds"],
+                              "dtype": metrics["environment"]["dtype"]}
             print(f"seed {label:>10}: final val loss {metrics['final_val_loss']:.4f} "
                   f"({results[label]['seconds']:.0f} s)", flush=True)
     losses = [results[str(s)]["final_val_loss"] for s in args.seeds]
@@ -54,7 +68,10 @@ def main() -> None:
     spread = (max(losses) - min(losses)) / mean
     print(f"spread (max - min) / mean: {spread:.2%}; same seed, same figures: {same}")
     summary = {"preset": args.preset, "losses": dict(zip(map(str, args.seeds), losses)),
-               "mean": mean, "spread": spread, "same_seed_identical": same}
+               "mean": mean, "spread": spread, "same_seed_identical": same,
+               "runs": {label: {k: r[k] for k in ("train_seconds", "dtype")}
+                        for label, r in results.items()},
+               "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     print(json.dumps(summary))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
