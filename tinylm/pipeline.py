@@ -44,7 +44,7 @@ PARAMETERS = ("run_dir", "config", "resume")
 #: and writes at most a stage no other of them writes (07 the samples). Chapter 10 is not
 #: among them: it measures the served model's latency, which another chapter would slow.
 #: Longest first (as measured in the default pipeline), so that no long one starts last.
-CONCURRENT = ["11_scaling_out", "09_hyperparameters", "08_troubleshooting", "06_optimization",
+CONCURRENT = ["11_scaling_out", "06_optimization", "08_troubleshooting", "09_hyperparameters",
               "07_evaluation"]
 MAX_WORKERS = 4
 #: What a chapter's run says when training is interrupted: the remedy is in the notebook.

@@ -50,7 +50,7 @@ def train(code: Path, out: Path, dtype: str, laptop_class: bool, extra: list[str
     return {"command_seconds": round(time.perf_counter() - t0, 1),
             "train_seconds": m["timing"]["train_seconds"],
             "tokens_per_second": m["timing"]["tokens_per_second"],
-            "steps": m["history"][-1]["step"], "epochs": len(m["history"]),
+            "steps": m["history"][-1]["step"], "epochs": m["hyperparameters"]["epochs"],
             "val_bpb": final["val_bpb"], "val_bpb_by_epoch": [h["val_bpb"] for h in m["history"]],
             "optimizer": m["hyperparameters"].get("optimizer", "adamw"),
             "environment": {k: m["environment"].get(k) for k in ("dtype", "threads", "torch")}}
