@@ -58,6 +58,13 @@ def _history(metrics: dict | list) -> list[dict]:
     return metrics["history"] if isinstance(metrics, dict) else list(metrics)
 
 
+def _epochs_trained(metrics: dict | list) -> list[float]:
+    """Where each evaluation of a run was, in epochs trained: a run of 1.6 epochs evaluates
+    at 1 and 1.6 (``training_metrics.json``'s steps); from a bare history, its epoch numbers."""
+    per_epoch = metrics.get("data", {}).get("steps_per_epoch") if isinstance(metrics, dict) else None
+    return [r["step"] / per_epoch if per_epoch else r["epoch"] for r in _history(metrics)]
+
+
 # ------------------------------------------------------------------ the data (chapters 1, 2, 4)
 def plot_corpus_stats(stats) -> Figure:
     """Corpus size per language and split, and the extra bytes non-ASCII letters cost.
@@ -338,8 +345,7 @@ def plot_loss_curves(metrics: dict | list, reference: dict | list | None = None,
     fig, axes = subplots(1, len(runs), figsize=(5.6 * len(runs), 3.9), layout="constrained",
                          squeeze=False)
     for ax, (label, m) in zip(axes[0], runs):
-        h = _history(m)
-        ep = [r["epoch"] for r in h]
+        h, ep = _history(m), _epochs_trained(m)
         ax.plot(ep, [r["train_loss"] for r in h], "o-", color="#333333", ms=3, label="training (epoch mean)")
         ax.plot(ep, [r["val_loss"] for r in h], "o-", color="#d62728", ms=3, label="validation")
         for lang in (h[0].get("val_by_lang", {}) if h else {}):
@@ -347,7 +353,7 @@ def plot_loss_curves(metrics: dict | list, reference: dict | list | None = None,
                     ms=3, label=f"validation, {lang}")
         if len(ep) == 1:  # one point: an epoch's room either side, not a hair's width
             ax.set_xlim(ep[0] - 1, ep[0] + 1)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epochs trained")
         ax.set_ylabel("loss (nats per token)")
         extra = ""
         if isinstance(m, dict) and "model" in m:
@@ -361,8 +367,7 @@ def plot_loss_curves(metrics: dict | list, reference: dict | list | None = None,
 
 def plot_val_by_language(metrics: dict | list, title: str = "") -> Figure:
     """Validation loss (nats per token) and bits per byte per language and epoch."""
-    h = _history(metrics)
-    epochs = [r["epoch"] for r in h]
+    h, epochs = _history(metrics), _epochs_trained(metrics)
     fig, (a1, a2) = subplots(1, 2, figsize=(10.5, 3.7), layout="constrained")
     a1.plot(epochs, [r["train_loss"] for r in h], "o--", color="#333333", ms=3, lw=1,
             label="training, both languages")
@@ -376,7 +381,7 @@ def plot_val_by_language(metrics: dict | list, title: str = "") -> Figure:
     a2.set_ylabel("bits per byte of UTF-8 text")
     a2.set_title("bits per byte: comparable across tokenizers and languages", fontsize=10)
     for ax in (a1, a2):
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epochs trained")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -52,10 +52,13 @@ def census(run_dir: Path, per_language: int = 20, seed: int = 0,
                             "opens_in_capitals": bool(re.match(r"\W*[^\W\d_]{2,}\b", text)
                                                       and re.match(r"\W*([^\W\d_]+)", text)[1].isupper())})
     unknown, total = unknown_words([s["text"] for s in samples], known)
+    # how varied the words are: a colder sampler invents fewer words, and also repeats more
+    distinct = len(vocabulary(" ".join(s["text"] for s in samples)))
     return {"run": str(run_dir), "per_language": per_language, "temperature": temperature,
             "in_language": sum(s["detected"] == s["lang"] for s in samples),
             "samples_total": len(samples), "known_word_share": 1 - unknown / max(total, 1),
-            "words": total, "open_in_capitals": sum(s["opens_in_capitals"] for s in samples),
+            "words": total, "distinct_word_share": distinct / max(total, 1),
+            "open_in_capitals": sum(s["opens_in_capitals"] for s in samples),
             "samples": samples}
 
 
@@ -75,7 +78,7 @@ def main() -> None:
             print(f"{mark} {s['lang']}->{s['detected']} {s['prompt']!r:20} {(s['prompt'] + s['text'])[:90]!r}")
         print(f"\n{run_dir}: in the requested language: {result['in_language']}/{result['samples_total']}; "
               f"generated words found in the training text: {100 * result['known_word_share']:.1f}% "
-              f"of {result['words']}; samples opening with a word in capitals: {result['open_in_capitals']}\n")
+              f"of {result['words']} ({100 * result['distinct_word_share']:.0f}% distinct); samples opening with a word in capitals: {result['open_in_capitals']}\n")
         figures.append({k: v for k, v in result.items() if k != "samples"})
     if a.json:
         out = figures[0] if len(figures) == 1 else {"runs": figures}

@@ -24,3 +24,13 @@ def test_every_loss_curve_shows_its_points_even_after_one_epoch(epochs):
         assert line.get_marker() not in (None, "", " ", "None"), f"{line.get_label()} has no marker"
     low, high = fig.axes[0].get_xlim()
     assert high - low >= 2, "the epoch axis spans at least an epoch either side of a single point"
+
+
+def test_a_run_that_ends_inside_an_epoch_is_drawn_where_it_was_evaluated():
+    """epochs=1.6 evaluates after epoch 1 and at 1.6: the curves put the last point at 1.6, not
+    at 2, when the metrics know the steps per epoch."""
+    history = _history(2)
+    history[-1]["step"] = 16  # 10 steps per epoch: 1.6 epochs
+    fig = plot_loss_curves({"history": history, "data": {"steps_per_epoch": 10}})
+    for line in fig.axes[0].get_lines():
+        assert list(line.get_xdata()) == [1.0, 1.6]
