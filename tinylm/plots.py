@@ -359,7 +359,7 @@ def plot_loss_curves(metrics: dict | list, reference: dict | list | None = None,
         if isinstance(m, dict) and "model" in m:
             extra = f": {m['model']['parameters']:,} parameters"
         ax.set_title(f"{label}{extra}", fontsize=10)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.get_major_locator().set_params(integer=all(float(e).is_integer() for e in ep))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return fig
@@ -382,7 +382,7 @@ def plot_val_by_language(metrics: dict | list, title: str = "") -> Figure:
     a2.set_title("bits per byte: comparable across tokenizers and languages", fontsize=10)
     for ax in (a1, a2):
         ax.set_xlabel("epochs trained")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.get_major_locator().set_params(integer=all(float(e).is_integer() for e in epochs))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
