@@ -78,7 +78,8 @@ def main() -> None:
             print(f"{mark} {s['lang']}->{s['detected']} {s['prompt']!r:20} {(s['prompt'] + s['text'])[:90]!r}")
         print(f"\n{run_dir}: in the requested language: {result['in_language']}/{result['samples_total']}; "
               f"generated words found in the training text: {100 * result['known_word_share']:.1f}% "
-              f"of {result['words']} ({100 * result['distinct_word_share']:.0f}% distinct); samples opening with a word in capitals: {result['open_in_capitals']}\n")
+              f"of {result['words']} ({100 * result['distinct_word_share']:.0f}% distinct); "
+              f"samples opening with a word in capitals: {result['open_in_capitals']}\n")
         figures.append({k: v for k, v in result.items() if k != "samples"})
     if a.json:
         out = figures[0] if len(figures) == 1 else {"runs": figures}

@@ -180,4 +180,5 @@ def test_samples_stay_in_their_language_and_in_words(quick_run):
     assert result["samples_total"] == 12
     assert result["in_language"] >= 10, [(s["lang"], s["detected"], s["text"][:60]) for s in result["samples"]]
     assert result["known_word_share"] >= 0.6
+    assert 0 < result["distinct_word_share"] <= 1 and result["temperature"] == 0.8  # the run's own
     assert result["open_in_capitals"] <= 1
