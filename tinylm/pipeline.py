@@ -12,6 +12,7 @@ executed copy from an out-of-date one.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tinylm import errors
 from tinylm.config import EXAMPLES_DIR, NOT_TRAINING, Config, check_resume, load_preset
@@ -265,14 +267,15 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
         parameters = {"run_dir": str(run_dir), "config": cfg.to_dict(), "resume": resume}
         shared = shared_sources_digest()  # the sources as they were when the chapters started
 
-        def execute(nb: Path, log: bool) -> float:
-            """One chapter into ``out_dir``; its seconds, or the error that names its cell."""
+        def execute(nb: Path, log: bool, km=None) -> float:
+            """One chapter into ``out_dir`` (on ``km``, its kernel started ahead, if given); its
+            seconds, or the error that names its cell."""
             t0 = time.perf_counter()
             if progress:
                 print(f"== chapter {nb.stem} ({t0 - t_start:.0f} s elapsed)", file=sys.stderr, flush=True)
             target = out_dir / nb.name
             try:
-                execute_notebook(nb, target, parameters, Path(sockets) / nb.stem, log)
+                execute_notebook(nb, target, parameters, Path(sockets) / nb.stem, log, km)
             except PapermillExecutionError as exc:
                 raise _chapter_error(nb, target, exc, run.resume_command("pipeline")) from None
             _stamp(target, sources_digest(nb, shared))
@@ -287,7 +290,8 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
         # (tinylm.progress), and transformers' loading bars are off
         with _environment("TINYLM_LOCK_PID", str(os.getpid())), _environment(HEADLESS, "1"), \
                 _environment("HF_HUB_DISABLE_PROGRESS_BARS", "1"), \
-                tempfile.TemporaryDirectory(prefix="tinylm-kernels-") as sockets:
+                tempfile.TemporaryDirectory(prefix="tinylm-kernels-") as sockets, \
+                KernelsAhead(Path(sockets)) as ahead:
             pending = list(notebooks)
             while pending:
                 together = ([nb for nb in pending if nb.stem in CONCURRENT]
@@ -297,15 +301,20 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
                     timings |= _execute_together(together, execute, workers, progress)
                 else:
                     together = pending[:1]
-                    timings[together[0].stem] = execute(together[0], progress)
+                    km = ahead.take(together[0])
+                    if len(pending) > 1 and pending[1].stem not in CONCURRENT:
+                        ahead.start(pending[1])  # while this chapter runs, mostly on one core
+                    timings[together[0].stem] = execute(together[0], progress, km)
                 pending = [nb for nb in pending if nb not in together]
     timings = {nb.stem: timings[nb.stem] for nb in notebooks}  # book order
     return {"run_dir": str(run_dir), "chapters": timings,
             "total_seconds": round(time.perf_counter() - t_start, 1)}
 
 
-def execute_notebook(nb: Path, target: Path, parameters: dict, sockets: Path, log: bool) -> None:
-    """Execute one chapter with papermill into ``target``, its kernel in the chapters' folder.
+def execute_notebook(nb: Path, target: Path, parameters: dict, sockets: Path, log: bool,
+                     km=None) -> None:
+    """Execute one chapter with papermill into ``target``, its kernel in the chapters' folder,
+    on ``km`` if given (a kernel ``KernelsAhead`` started, shut down here like papermill's own).
 
     The kernel gets its working directory from nbclient (``resources``), not from papermill's
     ``cwd``, which changes this whole process's directory while the chapter runs: with two
@@ -315,12 +324,111 @@ def execute_notebook(nb: Path, target: Path, parameters: dict, sockets: Path, lo
     started at once must not pick the same socket names.
     """
     import papermill
+
+    papermill.execute_notebook(str(nb), str(target), kernel_name="python3", parameters=parameters,
+                               engine_name=_engine(), km=km, log_output=log, progress_bar=False,
+                               stderr_file=None, config=_kernel_config(sockets),
+                               resources={"metadata": {"path": str(BOOK_DIR)}})
+
+
+def _kernel_config(sockets: Path):
+    """A kernel's settings: local sockets named with the prefix ``sockets``."""
     from traitlets.config import Config as KernelConfig
 
-    kernels = KernelConfig({"KernelManager": {"transport": "ipc", "ip": str(sockets)}})
-    papermill.execute_notebook(str(nb), str(target), kernel_name="python3", parameters=parameters,
-                               log_output=log, progress_bar=False, stderr_file=None,
-                               config=kernels, resources={"metadata": {"path": str(BOOK_DIR)}})
+    return KernelConfig({"KernelManager": {"transport": "ipc", "ip": str(sockets)}})
+
+
+@functools.cache
+def _engine() -> str:
+    """The name of papermill's nbclient engine taught to use a kernel started ahead: papermill
+    leaves a kernel it did not start running, and the client it opened on it open, so this
+    one closes both, as papermill does for its own kernels."""
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.log import logger
+
+    class StartedAhead(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
+                                     stderr_file=None, start_timeout=60, input_path=None, km=None,
+                                     **kwargs):
+            client = PapermillNotebookClient(nb_man, km=km, kernel_name=kernel_name, log=logger,
+                                             log_output=log_output, stdout_file=stdout_file,
+                                             stderr_file=stderr_file, startup_timeout=start_timeout,
+                                             **kwargs)
+            client.owns_km = True
+            return client.execute()
+
+    papermill_engines.register("tinylm", StartedAhead)
+    return "tinylm"
+
+
+#: What a kernel started ahead loads before its chapter: the modules every chapter imports
+#: and that take seconds to load (PyTorch alone takes about 1.5 s on two cores).
+WARM_IMPORTS = ("torch", "tinylm.plots", "tinylm.stages", "tinylm.train")
+
+
+class KernelsAhead:
+    """Kernels started, with ``WARM_IMPORTS`` loaded, while the chapter before theirs runs.
+
+    Starting a kernel and loading PyTorch and matplotlib costs a chapter about four seconds
+    of one core, and most cells of the chapters that run one at a time leave the second core
+    idle. A kernel manager belongs to the event loop that started it, so the kernels start on
+    this thread's loop (the one nbclient runs on while a chapter executes) and their chapters
+    execute on this thread. A kernel never taken is shut down on leaving the ``with`` block.
+    """
+
+    def __init__(self, sockets: Path):
+        from jupyter_core.utils import ensure_event_loop
+
+        self.sockets = sockets
+        self.loop = ensure_event_loop()
+        self.starting: dict[Path, Any] = {}  # chapter -> the task that starts its kernel
+
+    def start(self, nb: Path) -> None:
+        """Start ``nb``'s kernel; it makes progress whenever a chapter executes on this thread."""
+        if nb not in self.starting:
+            self.starting[nb] = self.loop.create_task(self._start(self.sockets / nb.stem))
+
+    def take(self, nb: Path):
+        """``nb``'s kernel manager once its kernel is ready, or None: not started, or the start
+        failed (papermill then starts a kernel of its own and reports any problem)."""
+        task = self.starting.pop(nb, None)
+        if task is None:
+            return None
+        try:
+            return self.loop.run_until_complete(task)
+        except Exception:  # the chapter's own start reports it
+            return None
+
+    async def _start(self, sockets: Path):
+        from jupyter_client.manager import AsyncKernelManager
+
+        km = AsyncKernelManager(kernel_name="python3", config=_kernel_config(sockets))
+        # as nbclient starts a kernel: in the chapters' folder, no history file
+        await km.start_kernel(cwd=str(BOOK_DIR), extra_arguments=["--HistoryManager.hist_file=:memory:"])
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            # __import__ binds no name: the chapter's namespace stays empty, sys.modules fills
+            await kc.execute_interactive("".join(f"__import__({m!r})\n" for m in WARM_IMPORTS),
+                                         silent=True, store_history=False, timeout=120)
+        except BaseException:
+            await km.shutdown_kernel(now=True)
+            raise
+        finally:
+            kc.stop_channels()
+        return km
+
+    def __enter__(self) -> "KernelsAhead":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for nb in list(self.starting):
+            km = self.take(nb)
+            if km is not None:
+                self.loop.run_until_complete(km.shutdown_kernel(now=True))
 
 
 def shared_sources_digest() -> str:

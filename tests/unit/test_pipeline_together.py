@@ -1,8 +1,10 @@
 """The chapters that run beside each other once the model is trained (``pipeline.CONCURRENT``):
 every one runs, a failure is reported as one chapter's error, the first in book order, and
-the chapters not yet started when one fails are not started."""
+the chapters not yet started when one fails are not started. The chapters that run one at a
+time get kernels started while the chapter before runs (``pipeline.KernelsAhead``)."""
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -82,3 +84,75 @@ def test_a_chapter_runs_in_the_chapters_folder_and_leaves_this_process_where_it_
     assert set(moves) <= {here}  # papermill's file reads "change" to where we are, no further
     printed = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs[0]["text"]
     assert printed.split() == [str(book), "42"]
+
+
+def _tiny_chapter(book: Path, name: str, code: str) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("run_dir = None", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(code)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, book / f"{name}.ipynb")
+    return book / f"{name}.ipynb"
+
+
+def test_a_chapter_started_ahead_finds_the_slow_modules_loaded_and_its_namespace_untouched(
+        tmp_path, monkeypatch):
+    """The chapters that run one at a time start their kernels while the chapter before runs
+    (``KernelsAhead``). A kernel started so differs from papermill's own only in what it has
+    imported: the chapter's names are the same, and the kernel is gone once it ends."""
+    import nbformat
+    import psutil
+
+    from tinylm import pipeline
+
+    book = tmp_path / "book"
+    book.mkdir()
+    monkeypatch.setattr(pipeline, "BOOK_DIR", book)
+    probe = _tiny_chapter(book, "probe", (
+        "import json, os, sys\n"
+        f"print(json.dumps([os.getpid(), [m for m in {pipeline.WARM_IMPORTS!r} if m in sys.modules],"
+        " sorted(n for n in dir() if not n.startswith('_'))]))"))
+
+    def run(km=None) -> list:
+        out = tmp_path / "out.ipynb"
+        pipeline.execute_notebook(probe, out, {"run_dir": "x"}, tmp_path / "k", log=False, km=km)
+        return json.loads(nbformat.read(out, as_version=4).cells[-1].outputs[0]["text"])
+
+    _, loaded, names = run()  # papermill's own kernel
+    assert loaded == []
+    with pipeline.KernelsAhead(tmp_path) as ahead:
+        ahead.start(probe)
+        km = ahead.take(probe)
+        assert km is not None and ahead.take(probe) is None  # taken once
+        pid = km.provisioner.pid
+        got_pid, got_loaded, got_names = run(km)
+    assert got_pid == pid and got_loaded == list(pipeline.WARM_IMPORTS) and got_names == names
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_kernel_started_ahead_of_a_chapter_that_never_runs_is_shut_down(tmp_path, monkeypatch):
+    """The chapter before fails: the next one never runs, and its kernel does not outlive
+    the pipeline."""
+    import psutil
+    from papermill.exceptions import PapermillExecutionError
+
+    from tinylm import pipeline
+
+    book = tmp_path / "book"
+    book.mkdir()
+    monkeypatch.setattr(pipeline, "BOOK_DIR", book)
+    failing = _tiny_chapter(book, "failing", "raise RuntimeError('this chapter fails')")
+    never = _tiny_chapter(book, "never", "print('never runs')")
+    before = {p.pid for p in psutil.Process().children()}
+    with pipeline.KernelsAhead(tmp_path) as ahead:
+        ahead.start(never)
+        with pytest.raises(PapermillExecutionError, match="this chapter fails"):
+            # its kernel's start lets the one ahead start too (the same event loop)
+            pipeline.execute_notebook(failing, tmp_path / "out.ipynb", {"run_dir": "x"},
+                                      tmp_path / "k", log=False)
+        ahead_kernels = [p for p in psutil.Process().children() if p.pid not in before]
+        assert len(ahead_kernels) == 1 and "ipykernel" in " ".join(ahead_kernels[0].cmdline())
+    gone, alive = psutil.wait_procs(ahead_kernels, timeout=10)
+    assert alive == []
