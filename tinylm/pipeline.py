@@ -298,7 +298,10 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
                             if pending[0].stem in CONCURRENT and run.is_trained() else [])
                 together.sort(key=lambda nb: CONCURRENT.index(nb.stem))
                 if len(together) > 1 and workers > 1:
-                    timings |= _execute_together(together, execute, workers, progress)
+                    after = [nb for nb in pending if nb not in together][:1]
+                    # the next chapter's kernel starts once a core has no chapter left to run
+                    timings |= _execute_together(together, execute, workers, progress, ahead.wait,
+                                                 (lambda: ahead.start_soon(after[0])) if after else None)
                 else:
                     together = pending[:1]
                     km = ahead.take(together[0])
@@ -373,9 +376,11 @@ class KernelsAhead:
 
     Starting a kernel and loading PyTorch and matplotlib costs a chapter about four seconds
     of one core, and most cells of the chapters that run one at a time leave the second core
-    idle. A kernel manager belongs to the event loop that started it, so the kernels start on
-    this thread's loop (the one nbclient runs on while a chapter executes) and their chapters
-    execute on this thread. A kernel never taken is shut down on leaving the ``with`` block.
+    idle, as do the last of the chapters that run together. A kernel manager belongs to the
+    event loop that started it, so the kernels start on this thread's loop (the one nbclient
+    runs on while a chapter executes here, and ``wait`` runs while chapters execute on other
+    threads) and their chapters execute on this thread. A kernel never taken is shut down on
+    leaving the ``with`` block.
     """
 
     def __init__(self, sockets: Path):
@@ -384,11 +389,23 @@ class KernelsAhead:
         self.sockets = sockets
         self.loop = ensure_event_loop()
         self.starting: dict[Path, Any] = {}  # chapter -> the task that starts its kernel
+        self.closed = False
 
     def start(self, nb: Path) -> None:
-        """Start ``nb``'s kernel; it makes progress whenever a chapter executes on this thread."""
-        if nb not in self.starting:
+        """Start ``nb``'s kernel; it makes progress whenever a chapter executes on this thread
+        (or ``wait`` waits here)."""
+        if nb not in self.starting and not self.closed:
             self.starting[nb] = self.loop.create_task(self._start(self.sockets / nb.stem))
+
+    def start_soon(self, nb: Path) -> None:
+        """``start(nb)``, from any thread: on this thread, as soon as its loop runs."""
+        self.loop.call_soon_threadsafe(self.start, nb)
+
+    def wait(self, future):
+        """The result of ``future`` (another thread's work), the kernels starting meanwhile."""
+        import asyncio
+
+        return self.loop.run_until_complete(asyncio.wrap_future(future, loop=self.loop))
 
     def take(self, nb: Path):
         """``nb``'s kernel manager once its kernel is ready, or None: not started, or the start
@@ -425,6 +442,7 @@ class KernelsAhead:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.closed = True  # a start_soon still queued starts nothing
         for nb in list(self.starting):
             km = self.take(nb)
             if km is not None:
@@ -473,27 +491,34 @@ def chapter_is_current(executed: Path, chapter: Path, parameters: dict,
             and all(injected.get(k) == v for k, v in parameters.items()))
 
 
-def _execute_together(notebooks: list[Path], execute, workers: int, progress: bool) -> dict:
+def _execute_together(notebooks: list[Path], execute, workers: int, progress: bool,
+                      wait=None, when_one_idles=None) -> dict:
     """Run ``execute(nb, log=False)`` for several chapters at once, started in the order
     given (their cell outputs, which would interleave, go to the executed notebooks only). A
     failure stops the chapters not yet started and, once the running ones end, is raised: the
-    first in book order."""
+    first in book order. ``wait(future)`` waits for a chapter (``future.result()`` if None);
+    ``when_one_idles()`` is called, from a worker, each time a chapter ends with none left to
+    start."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     if progress:
         print(f"== chapters {', '.join(sorted(nb.stem[:2] for nb in notebooks))}: {workers} at a time, "
               "their output in the executed notebooks", file=sys.stderr, flush=True)
-    stop = threading.Event()
+    stop, started = threading.Event(), []
 
     def guarded(nb: Path) -> float | None:
         if stop.is_set():  # a chapter failed (or Ctrl-C): start no other
             return None
+        started.append(nb)
         try:
             return execute(nb, False)
         except BaseException:
             stop.set()
             raise
+        finally:
+            if when_one_idles and len(started) == len(notebooks):  # this worker has nothing left
+                when_one_idles()
 
     timings, failed = {}, None
     with ThreadPoolExecutor(workers) as pool:
@@ -501,7 +526,7 @@ def _execute_together(notebooks: list[Path], execute, workers: int, progress: bo
         try:
             for nb in sorted(futures, key=lambda nb: nb.stem):  # book order
                 try:
-                    seconds = futures[nb].result()
+                    seconds = wait(futures[nb]) if wait else futures[nb].result()
                 except TinyLMError as exc:
                     failed = failed or exc
                     continue

@@ -156,3 +156,28 @@ def test_a_kernel_started_ahead_of_a_chapter_that_never_runs_is_shut_down(tmp_pa
         assert len(ahead_kernels) == 1 and "ipykernel" in " ".join(ahead_kernels[0].cmdline())
     gone, alive = psutil.wait_procs(ahead_kernels, timeout=10)
     assert alive == []
+
+
+def test_a_worker_with_no_chapter_left_to_start_says_so_and_the_waiting_runs_through_wait():
+    """The pipeline starts the next chapter's kernel then (a core is free), and waits for the
+    chapters with ``KernelsAhead.wait`` so that the kernel makes progress meanwhile."""
+    from concurrent.futures import Future
+
+    ran, idle_after, waited = [], [], []
+
+    def execute(nb, log):
+        ran.append(nb.stem[:2])
+        return 1.0
+
+    def wait(future: Future):
+        waited.append(future)
+        return future.result()
+
+    chapters = [CHAPTER[c] for c in ("11", "06", "08", "09", "07")]
+    _execute_together(chapters, execute, 1, progress=False, wait=wait,
+                      when_one_idles=lambda: idle_after.append(list(ran)))
+    assert idle_after == [["11", "06", "08", "09", "07"]] and len(waited) == len(chapters)
+    idle_after.clear()
+    _execute_together(chapters, execute, 2, progress=False,
+                      when_one_idles=lambda: idle_after.append(True))
+    assert 1 <= len(idle_after) <= 2  # once per worker at most: each ends one last chapter
