@@ -343,9 +343,12 @@ def _kernel_config(sockets: Path):
 
 @functools.cache
 def _engine() -> str:
-    """The name of papermill's nbclient engine taught to use a kernel started ahead: papermill
-    leaves a kernel it did not start running, and the client it opened on it open, so this
-    one closes both, as papermill does for its own kernels."""
+    """The name of papermill's nbclient engine taught to use a kernel started ahead (``km``).
+    papermill would leave such a kernel running and its client open; this engine closes the
+    client and asks the kernel to shut down, without waiting the second a kernel that loaded
+    PyTorch takes to exit: the next chapter starts meanwhile, and ``KernelsAhead`` makes sure
+    of the exit at the end. A kernel papermill starts itself it shuts down as it always does."""
+    from jupyter_core.utils import run_sync
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import NBClientEngine, papermill_engines
     from papermill.log import logger
@@ -359,8 +362,14 @@ def _engine() -> str:
                                              log_output=log_output, stdout_file=stdout_file,
                                              stderr_file=stderr_file, startup_timeout=start_timeout,
                                              **kwargs)
-            client.owns_km = True
-            return client.execute()
+            if km is None:
+                return client.execute()
+            try:
+                return client.execute()
+            finally:
+                if client.kc is not None:
+                    client.kc.stop_channels()
+                run_sync(km.request_shutdown)()
 
     papermill_engines.register("tinylm", StartedAhead)
     return "tinylm"
@@ -389,6 +398,7 @@ class KernelsAhead:
         self.sockets = sockets
         self.loop = ensure_event_loop()
         self.starting: dict[Path, Any] = {}  # chapter -> the task that starts its kernel
+        self.taken: list = []  # their managers, once handed to a chapter
         self.closed = False
 
     def start(self, nb: Path) -> None:
@@ -414,9 +424,11 @@ class KernelsAhead:
         if task is None:
             return None
         try:
-            return self.loop.run_until_complete(task)
+            km = self.loop.run_until_complete(task)
         except Exception:  # the chapter's own start reports it
             return None
+        self.taken.append(km)
+        return km
 
     async def _start(self, sockets: Path):
         from jupyter_client.manager import AsyncKernelManager
@@ -443,10 +455,17 @@ class KernelsAhead:
 
     def __exit__(self, *exc) -> None:
         self.closed = True  # a start_soon still queued starts nothing
-        for nb in list(self.starting):
-            km = self.take(nb)
-            if km is not None:
-                self.loop.run_until_complete(km.shutdown_kernel(now=True))
+        for nb in list(self.starting):  # kernels of chapters that never ran
+            self.take(nb)
+        for km in self.taken:  # each asked to shut down once its chapter ended, if it ran
+            self.loop.run_until_complete(self._stop(km))
+
+    @staticmethod
+    async def _stop(km) -> None:
+        if await km.is_alive():
+            await km.shutdown_kernel(now=True)
+        else:
+            await km.cleanup_resources()
 
 
 def shared_sources_digest() -> str:
