@@ -345,7 +345,7 @@ def _kernel_config(sockets: Path):
 def _engine() -> str:
     """The name of papermill's nbclient engine taught to use a kernel started ahead (``km``).
     papermill would leave such a kernel running and its client open; this engine closes the
-    client and asks the kernel to shut down, without waiting the second a kernel that loaded
+    client and asks the kernel to shut down, without waiting the while a kernel that loaded
     PyTorch takes to exit: the next chapter starts meanwhile, and ``KernelsAhead`` makes sure
     of the exit at the end. A kernel papermill starts itself it shuts down as it always does."""
     from jupyter_core.utils import run_sync
@@ -376,15 +376,15 @@ def _engine() -> str:
 
 
 #: What a kernel started ahead loads before its chapter: the modules every chapter imports
-#: and that take seconds to load (PyTorch alone takes about 1.5 s on two cores).
+#: and that take seconds to load (PyTorch most of them).
 WARM_IMPORTS = ("torch", "tinylm.plots", "tinylm.stages", "tinylm.train")
 
 
 class KernelsAhead:
     """Kernels started, with ``WARM_IMPORTS`` loaded, while the chapter before theirs runs.
 
-    Starting a kernel and loading PyTorch and matplotlib costs a chapter about four seconds
-    of one core, and most cells of the chapters that run one at a time leave the second core
+    Starting a kernel and loading PyTorch and matplotlib costs a chapter seconds of one
+    core, and most cells of the chapters that run one at a time leave the second core
     idle, as do the last of the chapters that run together. A kernel manager belongs to the
     event loop that started it, so the kernels start on this thread's loop (the one nbclient
     runs on while a chapter executes here, and ``wait`` runs while chapters execute on other

@@ -20,19 +20,19 @@ import re
 from pathlib import Path
 
 
-def census(run_dir: Path, per_language: int = 20, seed: int = 0,
-           temperature: float | None = None) -> dict:
-    """Samples of every language of the run, with langid's verdict and unknown words; at the
-    run's own temperature unless ``temperature`` is given."""
+def census(run_dir: Path, per_language: int = 20, seed: int = 0, **sampling: float) -> dict:
+    """Samples of every language of the run, with langid's verdict and unknown words; with the
+    run's own sampler settings, except those given in ``sampling`` (``temperature``,
+    ``top_p``, ``repetition_penalty``)."""
     import langid
 
     from tinylm.config import Config
-    from tinylm.evaluate import PROMPTS, unknown_words, vocabulary
+    from tinylm.evaluate import PROMPTS, sample_quality, unknown_words, vocabulary
     from tinylm.generate import generate
     from tinylm.stages import Run
 
-    cfg = Config.load(run_dir / "config.json")
-    temperature = cfg.temperature if temperature is None else temperature
+    cfg = Config.load(run_dir / "config.json").replace(
+        **{k: v for k, v in sampling.items() if v is not None})
     run = Run(run_dir, cfg, resume=True, progress=False)
     model, _ = run.trained_model()
     tokenizer = run.tokenizer()
@@ -44,7 +44,7 @@ def census(run_dir: Path, per_language: int = 20, seed: int = 0,
             PROMPTS[lang][i % len(PROMPTS[lang])] for i in range(per_language // 2)]
         for i, prompt in enumerate(prompts):
             text = generate(model, tokenizer, prompt, lang, cfg.sample_new_tokens,
-                            temperature=temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                            temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
                             repetition_penalty=cfg.repetition_penalty, seed=seed + i)
             detected = langid.classify(prompt + text)[0] if (prompt + text).strip() else None
             samples.append({"lang": lang, "prompt": prompt, "seed": seed + i, "text": text,
@@ -54,11 +54,16 @@ def census(run_dir: Path, per_language: int = 20, seed: int = 0,
     unknown, total = unknown_words([s["text"] for s in samples], known)
     # how varied the words are: a colder sampler invents fewer words, and also repeats more
     distinct = len(vocabulary(" ".join(s["text"] for s in samples)))
-    return {"run": str(run_dir), "per_language": per_language, "temperature": temperature,
+    # and whether it loops: the share of word 4-grams a sample repeats, as the library checks it
+    loops = [sample_quality(s["text"])["repeated_4grams"] for s in samples]
+    return {"run": str(run_dir), "per_language": per_language, "temperature": cfg.temperature,
+            "top_p": cfg.top_p, "repetition_penalty": cfg.repetition_penalty,
             "in_language": sum(s["detected"] == s["lang"] for s in samples),
             "samples_total": len(samples), "known_word_share": 1 - unknown / max(total, 1),
             "words": total, "distinct_word_share": distinct / max(total, 1),
             "open_in_capitals": sum(s["opens_in_capitals"] for s in samples),
+            "repeated_4grams_mean": sum(loops) / len(loops), "repeated_4grams_max": max(loops),
+            "looping": sum(share > cfg.max_repeated_4grams for share in loops),
             "samples": samples}
 
 
@@ -68,18 +73,24 @@ def main() -> None:
     p.add_argument("--per-language", type=int, default=20)
     p.add_argument("--temperature", type=float, default=None,
                    help="sample at this temperature (default: each run's own setting)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus mass (default: the run's)")
+    p.add_argument("--repetition-penalty", type=float, default=None,
+                   help="penalty on tokens already produced (default: the run's)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     a = p.parse_args()
     figures = []
     for run_dir in a.run_dir:
-        result = census(run_dir, a.per_language, temperature=a.temperature)
+        result = census(run_dir, a.per_language, temperature=a.temperature, top_p=a.top_p,
+                        repetition_penalty=a.repetition_penalty)
         for s in result["samples"]:
             mark = "ok " if s["detected"] == s["lang"] else "MISS"
             print(f"{mark} {s['lang']}->{s['detected']} {s['prompt']!r:20} {(s['prompt'] + s['text'])[:90]!r}")
         print(f"\n{run_dir}: in the requested language: {result['in_language']}/{result['samples_total']}; "
               f"generated words found in the training text: {100 * result['known_word_share']:.1f}% "
               f"of {result['words']} ({100 * result['distinct_word_share']:.0f}% distinct); "
-              f"samples opening with a word in capitals: {result['open_in_capitals']}\n")
+              f"samples opening with a word in capitals: {result['open_in_capitals']}; repeated 4-grams: "
+              f"{100 * result['repeated_4grams_mean']:.1f}% on average, {100 * result['repeated_4grams_max']:.0f}% "
+              f"at most, {result['looping']} samples above the run's limit\n")
         figures.append({k: v for k, v in result.items() if k != "samples"})
     if a.json:
         out = figures[0] if len(figures) == 1 else {"runs": figures}

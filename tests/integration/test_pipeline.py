@@ -182,3 +182,9 @@ def test_samples_stay_in_their_language_and_in_words(quick_run):
     assert result["known_word_share"] >= 0.6
     assert 0 < result["distinct_word_share"] <= 1 and result["temperature"] == 0.8  # the run's own
     assert result["open_in_capitals"] <= 1
+    assert 0 <= result["repeated_4grams_mean"] <= result["repeated_4grams_max"] <= 1
+    # a sampler setting given replaces the run's, the others stay the run's
+    other = bench.census(run_dir, per_language=2, top_p=0.5, repetition_penalty=1.0)
+    assert (other["top_p"], other["repetition_penalty"], other["temperature"]) == (0.5, 1.0, 0.8)
+    first = [r["samples"][0] for r in (result, other)]  # English, no prompt, seed 0
+    assert first[0]["seed"] == first[1]["seed"] and first[0]["text"] != first[1]["text"]

@@ -1,0 +1,104 @@
+"""The chapters outside training: this checkout's pipeline against a baseline commit's.
+
+Runs ``tinylm pipeline`` on copies of a trained run (``RUN``), with the code of ``--baseline``
+(checked out in a git worktree) and with this checkout's code, alternately, each a fresh
+command. The model is trained already, so each pipeline executes every chapter but trains
+nothing and prints no estimate: its seconds are those of the chapters outside training
+(chapter 5's other cells included; its samples and budgets are measured again, as in any
+pipeline). Reports each chapter's seconds and the command's, and the ratio of the medians.
+
+    python benchmarks/throughput/pipeline_chapters.py runs/default --baseline 0c2b0f3 --laptop \\
+        --rounds 2 --json benchmarks/throughput/pipeline_chapters.json
+
+The run must count as trained for both codes (the same model code), or the command would
+train it. ``--laptop`` keeps PyTorch's kernels to AVX2 (``benchmarks/tools/laptop.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks" / "tools"))
+import laptop  # noqa: E402
+
+
+def pipeline(code: Path, trained: Path, out: Path, laptop_class: bool) -> dict:
+    """One ``tinylm pipeline`` with the package of ``code`` on a fresh copy of ``trained``."""
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(trained, out, ignore=shutil.ignore_patterns("notebooks", "pipeline.json"))
+    env = {**laptop.env(laptop_class), "PYTHONPATH": str(code)}
+    cfg = json.loads((trained / "config.json").read_text())  # the run's preset and precision
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "tinylm.cli", "pipeline", "--preset", cfg["name"],
+                           "--dtype", cfg["dtype"], "--output-dir", str(out)],
+                          env=env, cwd=code, check=True, capture_output=True, text=True)
+    seconds = round(time.perf_counter() - t0, 1)
+    summary = json.loads((out / "pipeline.json").read_text())
+    if "== training\n" in done.stderr:  # the copy did not count as trained: not this benchmark
+        raise SystemExit(f"{code}: the pipeline trained {trained} again; use a run this code made")
+    return {"seconds": seconds, "command_seconds": summary["command_seconds"],
+            "chapters": summary["chapters"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path, help="a trained run directory (e.g. runs/default)")
+    p.add_argument("--baseline", required=True, help="the git commit to compare with")
+    p.add_argument("--rounds", type=int, default=2, help="pairs of runs, alternating the order")
+    p.add_argument("--laptop", action="store_true", help="AVX2 kernels only")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "pipeline-chapters")
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args()
+    if not (a.run / "checkpoints" / "final.pt").is_file():
+        raise SystemExit(f"{a.run} holds no trained model (checkpoints/final.pt)")
+    a.work.mkdir(parents=True, exist_ok=True)
+    base = a.work / "baseline-code"
+    if base.exists():
+        subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=True)
+    subprocess.run(["git", "worktree", "add", "--detach", str(base), a.baseline], cwd=ROOT,
+                   check=True, capture_output=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=base, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    runs: dict[str, list[dict]] = {"baseline": [], "new": []}
+    try:
+        for r in range(a.rounds):
+            order = ("baseline", "new") if r % 2 == 0 else ("new", "baseline")
+            for name in order:
+                row = pipeline(base if name == "baseline" else ROOT, a.run.resolve(),
+                               a.work / name, a.laptop)
+                runs[name].append(row)
+                slowest = sorted(row["chapters"].items(), key=lambda kv: -kv[1])[:3]
+                print(f"round {r + 1} {name}: {row['command_seconds']:.1f} s "
+                      f"(slowest: {', '.join(f'{c[:2]} {s:.1f} s' for c, s in slowest)})", flush=True)
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT)
+    median = {k: {"command_seconds": statistics.median(r["command_seconds"] for r in v),
+                  "chapters": {c: statistics.median(r["chapters"][c] for r in v)
+                               for c in v[0]["chapters"]}}
+              for k, v in runs.items()}
+    ratio = median["new"]["command_seconds"] / median["baseline"]["command_seconds"]
+    print(f"\nbaseline {commit[:7]}: {median['baseline']['command_seconds']:.1f} s; "
+          f"new: {median['new']['command_seconds']:.1f} s: {ratio:.2f}x")
+    for chapter, seconds in median["baseline"]["chapters"].items():
+        print(f"  {chapter:20} {seconds:5.1f} s -> {median['new']['chapters'][chapter]:5.1f} s")
+    if a.json:
+        cpu = next((line.split(":", 1)[1].strip() for line in
+                    Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), platform.processor())
+        a.json.write_text(json.dumps({
+            "baseline_commit": commit, "run": str(a.run), "laptop": a.laptop, "cpu": cpu,
+            "cores": os.cpu_count(), "kernels": laptop.check(), "runs": runs, "median": median,
+            "time_ratio": ratio}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
