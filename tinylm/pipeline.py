@@ -22,7 +22,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from tinylm import errors
 from tinylm.config import EXAMPLES_DIR, NOT_TRAINING, Config, check_resume, load_preset
@@ -31,6 +31,11 @@ from tinylm.files import RunLock, adopt_parent_lock
 from tinylm.progress import HEADLESS
 from tinylm.runtime import physical_cores
 from tinylm.stages import OWN_EXPORT, Run
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from jupyter_client.manager import AsyncKernelManager
 
 _HERE = Path(__file__).resolve().parent
 #: The chapters: inside the package when installed (package data), beside it in a checkout.
@@ -267,7 +272,7 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
         parameters = {"run_dir": str(run_dir), "config": cfg.to_dict(), "resume": resume}
         shared = shared_sources_digest()  # the sources as they were when the chapters started
 
-        def execute(nb: Path, log: bool, km=None) -> float:
+        def execute(nb: Path, log: bool, km: AsyncKernelManager | None = None) -> float:
             """One chapter into ``out_dir`` (on ``km``, its kernel started ahead, if given); its
             seconds, or the error that names its cell."""
             t0 = time.perf_counter()
@@ -315,9 +320,9 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
 
 
 def execute_notebook(nb: Path, target: Path, parameters: dict, sockets: Path, log: bool,
-                     km=None) -> None:
+                     km: AsyncKernelManager | None = None) -> None:
     """Execute one chapter with papermill into ``target``, its kernel in the chapters' folder,
-    on ``km`` if given (a kernel ``KernelsAhead`` started, shut down here like papermill's own).
+    on ``km`` if given (a kernel ``KernelsAhead`` started, asked to shut down at the end).
 
     The kernel gets its working directory from nbclient (``resources``), not from papermill's
     ``cwd``, which changes this whole process's directory while the chapter runs: with two
@@ -388,8 +393,9 @@ class KernelsAhead:
     idle, as do the last of the chapters that run together. A kernel manager belongs to the
     event loop that started it, so the kernels start on this thread's loop (the one nbclient
     runs on while a chapter executes here, and ``wait`` runs while chapters execute on other
-    threads) and their chapters execute on this thread. A kernel never taken is shut down on
-    leaving the ``with`` block.
+    threads) and their chapters execute on this thread. On leaving the ``with`` block every
+    kernel it started has exited: those taken were asked to when their chapter ended, those
+    never taken (a chapter before theirs failed) are shut down.
     """
 
     def __init__(self, sockets: Path):
@@ -398,7 +404,7 @@ class KernelsAhead:
         self.sockets = sockets
         self.loop = ensure_event_loop()
         self.starting: dict[Path, Any] = {}  # chapter -> the task that starts its kernel
-        self.taken: list = []  # their managers, once handed to a chapter
+        self.taken: list[AsyncKernelManager] = []  # their managers, once handed to a chapter
         self.closed = False
 
     def start(self, nb: Path) -> None:
@@ -411,13 +417,13 @@ class KernelsAhead:
         """``start(nb)``, from any thread: on this thread, as soon as its loop runs."""
         self.loop.call_soon_threadsafe(self.start, nb)
 
-    def wait(self, future):
+    def wait(self, future: Future) -> Any:
         """The result of ``future`` (another thread's work), the kernels starting meanwhile."""
         import asyncio
 
         return self.loop.run_until_complete(asyncio.wrap_future(future, loop=self.loop))
 
-    def take(self, nb: Path):
+    def take(self, nb: Path) -> AsyncKernelManager | None:
         """``nb``'s kernel manager once its kernel is ready, or None: not started, or the start
         failed (papermill then starts a kernel of its own and reports any problem)."""
         task = self.starting.pop(nb, None)
@@ -430,7 +436,7 @@ class KernelsAhead:
         self.taken.append(km)
         return km
 
-    async def _start(self, sockets: Path):
+    async def _start(self, sockets: Path) -> AsyncKernelManager:
         from jupyter_client.manager import AsyncKernelManager
 
         km = AsyncKernelManager(kernel_name="python3", config=_kernel_config(sockets))
@@ -461,7 +467,7 @@ class KernelsAhead:
             self.loop.run_until_complete(self._stop(km))
 
     @staticmethod
-    async def _stop(km) -> None:
+    async def _stop(km: AsyncKernelManager) -> None:
         if await km.is_alive():
             await km.shutdown_kernel(now=True)
         else:
@@ -510,8 +516,9 @@ def chapter_is_current(executed: Path, chapter: Path, parameters: dict,
             and all(injected.get(k) == v for k, v in parameters.items()))
 
 
-def _execute_together(notebooks: list[Path], execute, workers: int, progress: bool,
-                      wait=None, when_one_idles=None) -> dict:
+def _execute_together(notebooks: list[Path], execute: Callable[[Path, bool], float], workers: int,
+                      progress: bool, wait: Callable[[Future], Any] | None = None,
+                      when_one_idles: Callable[[], None] | None = None) -> dict:
     """Run ``execute(nb, log=False)`` for several chapters at once, started in the order
     given (their cell outputs, which would interleave, go to the executed notebooks only). A
     failure stops the chapters not yet started and, once the running ones end, is raised: the
