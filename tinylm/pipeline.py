@@ -460,7 +460,12 @@ class KernelsAhead:
         return self
 
     def __exit__(self, *exc) -> None:
+        import asyncio
+
         self.closed = True  # a start_soon still queued starts nothing
+        if exc[0] is not None:  # what an interrupted chapter left on the loop stays undone
+            for task in asyncio.all_tasks(self.loop) - set(self.starting.values()):
+                task.cancel()
         for nb in list(self.starting):  # kernels of chapters that never ran
             self.take(nb)
         for km in self.taken:  # each asked to shut down once its chapter ended, if it ran
