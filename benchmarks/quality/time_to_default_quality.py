@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -31,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks" / "tools"))
+import baseline  # noqa: E402
 import laptop  # noqa: E402
 
 
@@ -71,26 +71,15 @@ def main() -> None:
     extra = [x for kv in a.set for x in (f"--{kv.split('=')[0].replace('_', '-')}",
                                           kv.split("=", 1)[1])]
     a.work.mkdir(parents=True, exist_ok=True)
-    base = a.work / "baseline-code"
-    if base.exists():
-        subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=True)
-    subprocess.run(["git", "worktree", "add", "--detach", str(base), a.baseline], cwd=ROOT,
-                   check=True, capture_output=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=base, check=True,
-                            capture_output=True, text=True).stdout.strip()
     runs: dict[str, list[dict]] = {"baseline": [], "new": []}
-    try:
-        for r in range(a.rounds):
-            order = ("baseline", "new") if r % 2 == 0 else ("new", "baseline")
-            for name in order:
-                code, flags = (base, []) if name == "baseline" else (ROOT, extra)
-                row = train(code, a.work / name, dtype, a.laptop, flags)
-                runs[name].append(row)
-                print(f"round {r + 1} {name}: {row['train_seconds']:.0f} s training, "
-                      f"{row['steps']} steps, bpb {row['val_bpb']:.4f} "
-                      f"({row['tokens_per_second']:.0f} tokens/s)", flush=True)
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT)
+    with baseline.worktree(a.baseline, a.work / "baseline-code") as (base, commit):
+        for r, name in baseline.alternate(a.rounds):
+            code, flags = (base, []) if name == "baseline" else (ROOT, extra)
+            row = train(code, a.work / name, dtype, a.laptop, flags)
+            runs[name].append(row)
+            print(f"round {r + 1} {name}: {row['train_seconds']:.0f} s training, "
+                  f"{row['steps']} steps, bpb {row['val_bpb']:.4f} "
+                  f"({row['tokens_per_second']:.0f} tokens/s)", flush=True)
     median = {k: {f: statistics.median(r[f] for r in v) for f in ("train_seconds", "val_bpb")}
               for k, v in runs.items()}
     ratio = median["new"]["train_seconds"] / median["baseline"]["train_seconds"]
@@ -101,12 +90,9 @@ def main() -> None:
     print(f"time to the baseline's quality: {ratio:.2f}x" if reached else
           f"the new recipe did not reach the baseline's quality ({ratio:.2f}x the time)")
     if a.json:
-        cpu = next((line.split(":", 1)[1].strip() for line in
-                    Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor())
         a.json.write_text(json.dumps({
             "baseline_commit": commit, "dtype": dtype, "laptop": a.laptop, "set": a.set,
-            "cpu": cpu, "cores": os.cpu_count(), "kernels": laptop.check(),
+            "cpu": baseline.cpu_name(), "cores": os.cpu_count(), "kernels": laptop.check(),
             "runs": runs, "median": median, "time_ratio": ratio,
             "reached_baseline_quality": reached}, indent=2) + "\n")
 

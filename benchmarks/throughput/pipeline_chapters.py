@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks" / "tools"))
+import baseline  # noqa: E402
 import laptop  # noqa: E402
 
 
@@ -61,26 +61,15 @@ def main() -> None:
     if not (a.run / "checkpoints" / "final.pt").is_file():
         raise SystemExit(f"{a.run} holds no trained model (checkpoints/final.pt)")
     a.work.mkdir(parents=True, exist_ok=True)
-    base = a.work / "baseline-code"
-    if base.exists():
-        subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=True)
-    subprocess.run(["git", "worktree", "add", "--detach", str(base), a.baseline], cwd=ROOT,
-                   check=True, capture_output=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=base, check=True,
-                            capture_output=True, text=True).stdout.strip()
     runs: dict[str, list[dict]] = {"baseline": [], "new": []}
-    try:
-        for r in range(a.rounds):
-            order = ("baseline", "new") if r % 2 == 0 else ("new", "baseline")
-            for name in order:
-                row = pipeline(base if name == "baseline" else ROOT, a.run.resolve(),
-                               a.work / name, a.laptop)
-                runs[name].append(row)
-                slowest = sorted(row["chapters"].items(), key=lambda kv: -kv[1])[:3]
-                print(f"round {r + 1} {name}: {row['command_seconds']:.1f} s "
-                      f"(slowest: {', '.join(f'{c[:2]} {s:.1f} s' for c, s in slowest)})", flush=True)
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT)
+    with baseline.worktree(a.baseline, a.work / "baseline-code") as (base, commit):
+        for r, name in baseline.alternate(a.rounds):
+            row = pipeline(base if name == "baseline" else ROOT, a.run.resolve(),
+                           a.work / name, a.laptop)
+            runs[name].append(row)
+            slowest = sorted(row["chapters"].items(), key=lambda kv: -kv[1])[:3]
+            print(f"round {r + 1} {name}: {row['command_seconds']:.1f} s "
+                  f"(slowest: {', '.join(f'{c[:2]} {s:.1f} s' for c, s in slowest)})", flush=True)
     median = {k: {"command_seconds": statistics.median(r["command_seconds"] for r in v),
                   "chapters": {c: statistics.median(r["chapters"][c] for r in v)
                                for c in v[0]["chapters"]}}
@@ -91,11 +80,8 @@ def main() -> None:
     for chapter, seconds in median["baseline"]["chapters"].items():
         print(f"  {chapter:20} {seconds:5.1f} s -> {median['new']['chapters'][chapter]:5.1f} s")
     if a.json:
-        cpu = next((line.split(":", 1)[1].strip() for line in
-                    Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor())
         a.json.write_text(json.dumps({
-            "baseline_commit": commit, "run": str(a.run), "laptop": a.laptop, "cpu": cpu,
+            "baseline_commit": commit, "run": str(a.run), "laptop": a.laptop, "cpu": baseline.cpu_name(),
             "cores": os.cpu_count(), "kernels": laptop.check(), "runs": runs, "median": median,
             "time_ratio": ratio}, indent=2) + "\n")
 
