@@ -395,14 +395,23 @@ class KernelsAhead:
     runs on while a chapter executes here, and ``wait`` runs while chapters execute on other
     threads) and their chapters execute on this thread. On leaving the ``with`` block every
     kernel it started has exited: those taken were asked to when their chapter ended, those
-    never taken (a chapter before theirs failed) are shut down.
+    never taken (a chapter before theirs failed) are shut down. Called where an event loop
+    already runs (a notebook's cell), nbclient executes on a thread of its own, and no kernel
+    starts ahead.
     """
 
     def __init__(self, sockets: Path):
+        import asyncio
+
         from jupyter_core.utils import ensure_event_loop
 
+        try:
+            asyncio.get_running_loop()
+            running = True
+        except RuntimeError:
+            running = False
         self.sockets = sockets
-        self.loop = ensure_event_loop()
+        self.loop = None if running else ensure_event_loop()
         self.starting: dict[Path, Any] = {}  # chapter -> the task that starts its kernel
         self.taken: list[AsyncKernelManager] = []  # their managers, once handed to a chapter
         self.closed = False
@@ -410,17 +419,20 @@ class KernelsAhead:
     def start(self, nb: Path) -> None:
         """Start ``nb``'s kernel; it makes progress whenever a chapter executes on this thread
         (or ``wait`` waits here)."""
-        if nb not in self.starting and not self.closed:
+        if nb not in self.starting and not self.closed and self.loop is not None:
             self.starting[nb] = self.loop.create_task(self._start(self.sockets / nb.stem))
 
     def start_soon(self, nb: Path) -> None:
         """``start(nb)``, from any thread: on this thread, as soon as its loop runs."""
-        self.loop.call_soon_threadsafe(self.start, nb)
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.start, nb)
 
     def wait(self, future: Future) -> Any:
         """The result of ``future`` (another thread's work), the kernels starting meanwhile."""
         import asyncio
 
+        if self.loop is None:
+            return future.result()
         return self.loop.run_until_complete(asyncio.wrap_future(future, loop=self.loop))
 
     def take(self, nb: Path) -> AsyncKernelManager | None:
@@ -463,6 +475,8 @@ class KernelsAhead:
         import asyncio
 
         self.closed = True  # a start_soon still queued starts nothing
+        if self.loop is None:
+            return
         if exc[0] is not None:  # what an interrupted chapter left on the loop stays undone
             for task in asyncio.all_tasks(self.loop) - set(self.starting.values()):
                 task.cancel()

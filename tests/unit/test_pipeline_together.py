@@ -187,3 +187,31 @@ def test_a_worker_with_no_chapter_left_to_start_says_so_and_the_waiting_runs_thr
     _execute_together(chapters, execute, 2, progress=False,
                       when_one_idles=lambda: idle_after.append(True))
     assert 1 <= len(idle_after) <= 2  # once per worker at most: each ends one last chapter
+
+
+def test_inside_a_running_event_loop_no_kernel_starts_ahead_and_chapters_still_run(tmp_path, monkeypatch):
+    """In a notebook's cell an event loop already runs: nbclient then executes on a thread of
+    its own, whose loop a kernel started here would not belong to; so none starts ahead."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import nbformat
+
+    from tinylm import pipeline
+
+    book = tmp_path / "book"
+    book.mkdir()
+    monkeypatch.setattr(pipeline, "BOOK_DIR", book)
+    chapter = _tiny_chapter(book, "chapter", "print(6 * 7)")
+
+    async def in_a_cell():
+        with pipeline.KernelsAhead(tmp_path) as ahead:
+            ahead.start(chapter)
+            assert ahead.take(chapter) is None
+            with ThreadPoolExecutor(1) as pool:
+                assert ahead.wait(pool.submit(lambda: 42)) == 42
+            pipeline.execute_notebook(chapter, tmp_path / "out.ipynb", {"run_dir": "x"},
+                                      tmp_path / "k", log=False, km=ahead.take(chapter))
+
+    asyncio.run(in_a_cell())
+    assert nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs[0]["text"] == "42\n"
