@@ -367,14 +367,13 @@ def _engine() -> str:
                                              log_output=log_output, stdout_file=stdout_file,
                                              stderr_file=stderr_file, startup_timeout=start_timeout,
                                              **kwargs)
-            if km is None:
-                return client.execute()
             try:
                 return client.execute()
             finally:
-                if client.kc is not None:
-                    client.kc.stop_channels()
-                run_sync(km.request_shutdown)()
+                if km is not None:  # papermill closed its own kernel and client already
+                    if client.kc is not None:
+                        client.kc.stop_channels()
+                    run_sync(km.request_shutdown)()
 
     papermill_engines.register("tinylm", StartedAhead)
     return "tinylm"
@@ -405,13 +404,12 @@ class KernelsAhead:
 
         from jupyter_core.utils import ensure_event_loop
 
+        self.sockets = sockets
         try:
             asyncio.get_running_loop()
-            running = True
-        except RuntimeError:
-            running = False
-        self.sockets = sockets
-        self.loop = None if running else ensure_event_loop()
+            self.loop = None
+        except RuntimeError:  # none runs here: nbclient will run this thread's own
+            self.loop = ensure_event_loop()
         self.starting: dict[Path, Any] = {}  # chapter -> the task that starts its kernel
         self.taken: list[AsyncKernelManager] = []  # their managers, once handed to a chapter
         self.closed = False
