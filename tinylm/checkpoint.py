@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tinylm import __version__
-from tinylm.config import RANGES
+from tinylm.config import CHOICES, RANGES
 from tinylm.errors import CheckpointError
 from tinylm.files import atomic_write_bytes, atomic_write_text, sha256_file
 
@@ -134,12 +134,17 @@ def load_model(path: Path, device: Any = "cpu"):
 def _model_config(state: dict[str, Any], path: Path):
     """The checkpoint's ``GPTConfig``, every value of the type and range its setting has
     in ``Config``: a damaged or foreign one is refused before it can size a model."""
-    from tinylm.model import GPTConfig  # torch: only once a model is loaded
+    from tinylm.model import GPT2_ARCHITECTURE, GPTConfig  # torch: only once a model is loaded
 
     saved = state.get("model_config")
+    if isinstance(saved, dict):  # saved before the architecture was a setting: GPT-2's
+        saved = {**GPT2_ARCHITECTURE, **saved}
     fields = {f.name: f.type for f in dataclasses.fields(GPTConfig)}
 
     def fits(name: str, value: Any) -> bool:
+        if name in GPT2_ARCHITECTURE:  # the architecture's settings: a choice or a flag
+            kind = type(GPT2_ARCHITECTURE[name])
+            return type(value) is kind and (kind is bool or value in CHOICES[name])
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         whole = isinstance(value, int) or fields[name] in ("float", float)
         lo, hi, _ = RANGES[name]

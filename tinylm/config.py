@@ -175,6 +175,38 @@ class Config:
                                    "is no more text",
                                    "raise from 0 to regularise",
                                    "slower learning per step, and a random mask per step"))
+    # the architecture: GPT-2's; each later change is a setting of its own, so that
+    # benchmarks/quality/recipe_ablation.py can measure it alone and with the others
+    norm: str = setting("layernorm", "the blocks' normalisation: layernorm (GPT-2) or rmsnorm "
+                        "(rescales without centring, as Llama)", stage="train",
+                        choices=("layernorm", "rmsnorm"),
+                        tune=("you compare with Llama-style models",
+                              "rmsnorm skips the mean and the shift",
+                              "slightly less work per norm"))
+    positions: str = setting("learned", "how positions enter: learned (a vector per position "
+                             "added to the input, GPT-2) or rotary (queries and keys rotated by "
+                             "their position, as Llama)", stage="train",
+                             choices=("learned", "rotary"),
+                             tune=("you compare with Llama-style models",
+                                   "rotary attends by relative position and has no position "
+                                   "table",
+                                   "a rotation of queries and keys per layer"))
+    mlp: str = setting("gelu", "the feed-forward: gelu (4 x n_embd wide, GPT-2) or swiglu (a "
+                       "gated one, as Llama, about 8/3 x n_embd wide: as many weights)",
+                       stage="train", choices=("gelu", "swiglu"),
+                       tune=("you compare with Llama-style models",
+                             "swiglu multiplies a SiLU gate into a second projection",
+                             "about the same weights and time"))
+    qk_norm: bool = setting(False, "normalise each head's queries and keys (RMS, with a gain) "
+                            "before attention", stage="train",
+                            tune=("attention logits grow large at a high learning rate",
+                                  "bounds the attention logits",
+                                  "two small norms per layer"))
+    bias: bool = setting(True, "biases in the linear layers and norms (GPT-2); false: none, "
+                         "as Llama", stage="train",
+                         tune=("you compare with Llama-style models",
+                               "false drops every bias and norm shift",
+                               "none"))
     # training
     # 1.6: the fewest passes that beat the former default's quality with a margin (chapter 6)
     epochs: float = setting(1.6, "passes over the training windows; a fraction ends inside "
@@ -487,6 +519,9 @@ _FIELDS = dataclasses.fields(Config)
 #: name -> (min, max, what the value does); checked by Config.validate.
 RANGES: dict[str, tuple[float, float, str]] = {
     f.name: (*f.metadata["range"], f.metadata["why"]) for f in _FIELDS if f.metadata["range"]}
+#: name -> the valid strings of a setting that takes one of a few.
+CHOICES: dict[str, tuple[str, ...]] = {
+    f.name: f.metadata["choices"] for f in _FIELDS if f.metadata["choices"]}
 #: Settings that may differ when a run is resumed; any other difference is refused.
 RESUMABLE_CHANGES = frozenset(f.name for f in _FIELDS if f.metadata["resumable"])
 #: Settings that change the corpus (the corpus stage's fingerprint).

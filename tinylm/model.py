@@ -3,7 +3,9 @@
 Pre-norm blocks (LayerNorm -> causal self-attention -> residual, LayerNorm -> MLP ->
 residual), learned absolute positions, input and output embeddings tied, GPT-2 style init
 with the residual projections scaled by 1/sqrt(2 * n_layer) so that the residual stream's
-variance does not grow with depth. How attention is computed depends on the device
+variance does not grow with depth. The later changes that Llama-style models made are
+settings of their own (``norm``, ``positions``, ``mlp``, ``qk_norm``, ``bias``), so that
+each can be measured alone; their defaults are GPT-2's. How attention is computed depends on the device
 (``attention_kernel``): on a CPU PyTorch's fused kernel runs in fp32, under bf16 autocast
 too, because there its bf16 backward is slower than fp32, and fp32 beat bf16 matmuls around
 an fp32 softmax written out by hand (benchmarks/README.md measures both); on a GPU the
@@ -33,13 +35,20 @@ from tinylm.config import Config
 from tinylm.optim import Muon, MuonWithAdamW
 
 
+#: The architecture's settings and GPT-2's values of them (``GPTConfig``'s defaults).
+GPT2_ARCHITECTURE = {"norm": "layernorm", "positions": "learned", "mlp": "gelu",
+                     "qk_norm": False, "bias": True}
+
+
 @dataclass
 class GPTConfig:
     """The model settings of a run's ``Config``, the only ones the GPT reads.
 
-    Their defaults, ranges and meaning are those of ``tinylm.config.Config``; this class has
-    no defaults of its own, so a model cannot silently differ from the run that made it.
-    Checkpoints store ``to_dict()`` and rebuild it with ``GPTConfig(**saved)``.
+    Their defaults, ranges and meaning are those of ``tinylm.config.Config``. The sizes have
+    no defaults here, so a model cannot silently differ from the run that made it; the
+    architecture's settings default to GPT-2's, which is what a model given only its sizes
+    is, and what a checkpoint saved before they existed holds. Checkpoints store
+    ``to_dict()`` and rebuild it with ``GPTConfig(**saved)``.
     """
 
     vocab_size: int
@@ -48,6 +57,11 @@ class GPTConfig:
     n_head: int
     n_embd: int
     dropout: float
+    norm: str = "layernorm"
+    positions: str = "learned"
+    mlp: str = "gelu"
+    qk_norm: bool = False
+    bias: bool = True
 
     @classmethod
     def from_config(cls, cfg: Config) -> "GPTConfig":
@@ -56,6 +70,19 @@ class GPTConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def is_gpt2(self) -> bool:
+        """GPT-2's architecture, which ``tinylm.export`` writes as transformers' GPT-2."""
+        return all(getattr(self, k) == v for k, v in GPT2_ARCHITECTURE.items())
+
+    @property
+    def mlp_hidden(self) -> int:
+        """The feed-forward's width: 4 x n_embd, or for the gated one 8/3 of that, rounded up
+        to a multiple of 32, so that its three matrices hold about the weights of two."""
+        if self.mlp == "gelu":
+            return 4 * self.n_embd
+        return -(-8 * self.n_embd // 3 // 32) * 32
 
 
 class KVCache:
@@ -148,14 +175,54 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         return dx * scale, dw * scale, None, None
 
 
+def norm(config: GPTConfig, dim: int | None = None) -> nn.Module:
+    """The model's normalisation over the last ``dim`` numbers (``n_embd`` by default)."""
+    dim = dim or config.n_embd
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(dim, eps=1e-5)
+    return nn.LayerNorm(dim, bias=config.bias)
+
+
+#: The rotary positions' longest wavelength, in positions (over 2 pi): Llama's.
+ROTARY_BASE = 10_000.0
+
+
+class Rotary(nn.Module):
+    """Rotary positions (Su et al., 2021): each pair of a head's query and key dimensions is
+    rotated by an angle proportional to the position, at its own frequency, so that their
+    product depends on how far apart two tokens are, not where they are. The pairs are
+    (i, i + head_dim / 2), as in transformers' Llama, whose weights then need no reordering.
+    """
+
+    def __init__(self, head_dim: int, block_size: int, base: float = ROTARY_BASE) -> None:
+        super().__init__()
+        freqs = base ** -(torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = torch.outer(torch.arange(block_size, dtype=torch.float32), freqs).repeat(1, 2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """``x`` (B, heads, T, head_dim) at positions ``start`` ... ``start + T - 1``."""
+        T, half = x.size(-2), x.size(-1) // 2
+        cos, sin = self.cos[start:start + T].to(x.dtype), self.sin[start:start + T].to(x.dtype)
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
-        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        head_dim = config.n_embd // config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.proj.residual = True  # marks the init scaling below
         self.resid_drop = nn.Dropout(config.dropout)
+        if config.qk_norm:  # a gain per head dimension, shared by the heads (as Qwen3's)
+            self.q_norm = nn.RMSNorm(head_dim, eps=1e-5)
+            self.k_norm = nn.RMSNorm(head_dim, eps=1e-5)
+        self.rotary = (Rotary(head_dim, config.block_size) if config.positions == "rotary"
+                       else None)
         mask = torch.ones(config.block_size, config.block_size, dtype=torch.bool).tril()
         self.register_buffer("causal", mask, persistent=False)
         self.keep_probs = False  # set by GPT.attention_maps, which reads self.probs
@@ -165,6 +232,11 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rotary is not None:
+            start = cache.pos if cache is not None else 0
+            q, k = self.rotary(q, start), self.rotary(k, start)
         kernel = attention_kernel(x.device.type, q.dtype, cached=cache is not None,
                                   keep_probs=self.keep_probs)
         if kernel == "by_hand":
@@ -195,23 +267,31 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    """GPT-2's feed-forward (GELU), or the gated one of Llama (SwiGLU): ``fc`` then computes
+    the gate and the value side by side, ``silu(gate) * value``."""
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd)
-        self.proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.gated = config.mlp == "swiglu"
+        hidden = config.mlp_hidden
+        self.fc = nn.Linear(config.n_embd, 2 * hidden if self.gated else hidden, bias=config.bias)
+        self.proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.proj.residual = True
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            gate, value = self.fc(x).chunk(2, dim=-1)
+            return self.drop(self.proj(F.silu(gate) * value))
         return self.drop(self.proj(F.gelu(self.fc(x), approximate="tanh")))
 
 
 class Block(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.ln1 = nn.LayerNorm(config.n_embd)
+        self.ln1 = norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln2 = nn.LayerNorm(config.n_embd)
+        self.ln2 = norm(config)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
@@ -224,10 +304,11 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.wpe = (nn.Embedding(config.block_size, config.n_embd)
+                    if config.positions == "learned" else None)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.ln_f = norm(config)
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.head.weight = self.wte.weight  # tied: one matrix maps ids to vectors and back
         self.apply(self._init_weights)
@@ -257,8 +338,10 @@ class GPT(nn.Module):
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens exceeds block_size "
                              f"{self.config.block_size}")
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(start, start + T, device=idx.device))
+        x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, cache, i)
         if cache is not None:
@@ -304,8 +387,11 @@ class GPT(nn.Module):
         """Parameters, counting the tied embedding once; optionally without embeddings."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= self.wte.weight.numel() + self.wpe.weight.numel()
+            n -= self.wte.weight.numel() + self._positions()
         return n
+
+    def _positions(self) -> int:
+        return self.wpe.weight.numel() if self.wpe is not None else 0
 
     def num_params_by_part(self) -> dict[str, int]:
         """Parameters by part of the model; they add up to ``num_params()``.
@@ -314,13 +400,16 @@ class GPT(nn.Module):
         >>> model.num_params_by_part()["MLP"]  # 2 -> 8 -> 2 with biases: 2*8 + 8 + 8*2 + 2
         42
         """
+        norms = "LayerNorm" if self.config.norm == "layernorm" else "RMSNorm"
         parts = {"token embedding (= output head)": 0, "position embedding": 0,
-                 "attention (qkv + projection)": 0, "MLP": 0, "LayerNorm": 0}
+                 "attention (qkv + projection)": 0, "MLP": 0, norms: 0}
+        if self.wpe is None:  # rotary positions: no table
+            del parts["position embedding"]
         for name, p in self.named_parameters():  # the tied head appears once, as wte
             part = ("token embedding (= output head)" if name.startswith("wte") else
                     "position embedding" if name.startswith("wpe") else
                     "attention (qkv + projection)" if ".attn." in name else
-                    "MLP" if ".mlp." in name else "LayerNorm")
+                    "MLP" if ".mlp." in name else norms)
             parts[part] += p.numel()
         return parts
 
@@ -332,7 +421,7 @@ class GPT(nn.Module):
         attention weights meet T values (AV): T * d multiply-adds each, 4 * T * d FLOPs in all.
         """
         c = self.config
-        n = self.num_params() - self.wpe.weight.numel()
+        n = self.num_params() - self._positions()
         attn = 4 * c.n_layer * c.block_size * c.n_embd  # QK^T and AV, forward, per token
         forward = 2 * n + attn
         return 3 * forward if training else forward

@@ -22,6 +22,7 @@ from tinylm import cli
 from tinylm.checkpoint import digest_path, load_model, load_resume_state, save_checkpoint
 from tinylm.config import Config
 from tinylm.errors import CheckpointError
+from tinylm.model import GPT, GPTConfig
 
 from checkpoints import TINY_MODEL, training_state
 
@@ -105,7 +106,9 @@ _BROKEN_CONFIGS = [
     {**TINY_MODEL.to_dict(), "n_layer": 1.5}, {**TINY_MODEL.to_dict(), "n_layer": True},
     {**TINY_MODEL.to_dict(), "vocab_size": 10**12},  # would allocate terabytes
     {**TINY_MODEL.to_dict(), "n_head": 3},  # 16 is not divisible by 3
-    {**TINY_MODEL.to_dict(), "dropout": float("nan")}, {**TINY_MODEL.to_dict(), "bias": True},
+    {**TINY_MODEL.to_dict(), "dropout": float("nan")}, {**TINY_MODEL.to_dict(), "gate": True},
+    {**TINY_MODEL.to_dict(), "norm": "batchnorm"}, {**TINY_MODEL.to_dict(), "qk_norm": 1},
+    {**TINY_MODEL.to_dict(), "bias": "yes"}, {**TINY_MODEL.to_dict(), "positions": None},
     {k: v for k, v in TINY_MODEL.to_dict().items() if k != "block_size"},
 ]
 
@@ -114,6 +117,27 @@ _BROKEN_CONFIGS = [
 def test_a_malformed_model_config_is_a_checkpoint_error(tmp_path, model_config):
     save_checkpoint(tmp_path / "last.pt", {**training_state(), "model_config": model_config})
     assert "malformed model_config" in refused(tmp_path / "last.pt").message
+
+
+def test_a_checkpoint_saved_before_the_architecture_settings_loads_as_gpt2(tmp_path):
+    state = training_state()
+    saved = {k: v for k, v in TINY_MODEL.to_dict().items()
+             if k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout")}
+    save_checkpoint(tmp_path / "final.pt", {**state, "model_config": saved})
+    model, _ = load_model(tmp_path / "final.pt")
+    assert model.config == TINY_MODEL and model.config.is_gpt2
+
+
+def test_a_checkpoint_of_another_architecture_loads_as_it(tmp_path):
+    config = GPTConfig(**TINY_MODEL.to_dict() | {"norm": "rmsnorm", "positions": "rotary",
+                                                 "mlp": "swiglu", "qk_norm": True, "bias": False})
+    model = GPT(config)
+    save_checkpoint(tmp_path / "final.pt", {**training_state(), "model": model.state_dict(),
+                                            "model_config": config.to_dict()})
+    loaded, _ = load_model(tmp_path / "final.pt")
+    assert loaded.config == config
+    x = torch.randint(0, config.vocab_size, (1, 8))
+    assert torch.equal(loaded(x)[0], model.eval()(x)[0])
 
 
 @pytest.mark.parametrize("change", ["other shape", "missing weight", "not tensors"])

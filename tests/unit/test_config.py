@@ -9,7 +9,7 @@ from tinylm.cli import main
 from tinylm.config import (CORPUS_KEYS, EXAMPLES_DIR, MAX_VOCAB, NOT_TRAINING, PRESETS, RANGES,
                            RESUMABLE_CHANGES, Config, check_resume, load_preset)
 from tinylm.errors import ConfigError, TokenizerError, TrainingError
-from tinylm.model import GPTConfig
+from tinylm.model import GPT2_ARCHITECTURE, GPTConfig
 from tinylm.tokenizer import train_tokenizer
 
 # The spec: which settings may change on resume, which leave training alone, which make the
@@ -22,8 +22,10 @@ NOT_TRAINING_SPEC = RESUMABLE - {"epochs"}  # epochs changes the model, yet a ru
 CORPUS = {"languages", "bytes_per_language", "val_fraction", "corpus_path", "corpus_language",
           "corpus_url", "corpus_sha256", "seed"}
 NO_RANGE = {"name", "languages", "corpus_path", "corpus_language", "corpus_url", "corpus_sha256",
-            "dtype", "device", "compile", "optimizer", "lr_decay"}
-MODEL = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout")
+            "dtype", "device", "compile", "optimizer", "lr_decay", "norm", "positions", "mlp",
+            "qk_norm", "bias"}
+MODEL = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "norm",
+         "positions", "mlp", "qk_norm", "bias")
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 
@@ -114,10 +116,10 @@ def test_train_help_shows_the_default_runs_values(capsys):
 def test_model_config_comes_from_the_run_config_in_the_checkpoint_format():
     cfg = load_preset("quick", n_layer=5, dropout=0.1)
     assert GPTConfig.from_config(cfg).to_dict() == {k: getattr(cfg, k) for k in MODEL}
-    # a checkpoint written before GPTConfig lost its defaults still loads
+    # a checkpoint written before the architecture was a setting still loads, as GPT-2
     old = {"vocab_size": 4096, "block_size": 128, "n_layer": 4, "n_head": 4, "n_embd": 128,
            "dropout": 0.0}
-    assert GPTConfig(**old).to_dict() == old
+    assert GPTConfig(**old).to_dict() == old | GPT2_ARCHITECTURE
     for f in dataclasses.fields(GPTConfig):  # each model setting is a Config setting of one type
         assert FIELDS[f.name].type == f.type
 

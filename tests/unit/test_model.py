@@ -7,15 +7,26 @@ from tinylm.generate import _candidates, generate_ids
 from tinylm.model import GPT, GPTConfig, KVCache
 
 CFG = GPTConfig(vocab_size=300, block_size=24, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+#: GPT-2 (CFG), Llama's changes, and Llama's with QK-norm (Qwen3's): what the properties that
+#: depend on positions and attention are checked on.
+LLAMA = dict(norm="rmsnorm", positions="rotary", mlp="swiglu", bias=False)
+ARCHS = {"gpt2": {}, "llama": LLAMA, "qwen3": LLAMA | {"qk_norm": True}}
 
 
-def make_model(seed: int = 0) -> GPT:
+def make_model(seed: int = 0, arch: str = "gpt2") -> GPT:
     torch.manual_seed(seed)
-    return GPT(CFG).eval()
+    model = GPT(GPTConfig(**CFG.to_dict() | ARCHS[arch])).eval()
+    if arch != "gpt2":  # gains off 1, so that a norm applied in the wrong place shows
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if p.dim() == 1:
+                    p.add_(0.2 * torch.randn_like(p))
+    return model
 
 
-def test_causality_later_tokens_never_change_earlier_logits():
-    model = make_model()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_causality_later_tokens_never_change_earlier_logits(arch):
+    model = make_model(arch=arch)
     x = torch.randint(0, CFG.vocab_size, (2, 20))
     base, _ = model(x)
     for t in (5, 12, 19):
@@ -37,18 +48,20 @@ def test_causality_holds_under_bf16_autocast():
     assert torch.equal(a[:, :10], b[:, :10])
 
 
-def test_kv_cache_forward_equals_full_forward():
-    model = make_model()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_kv_cache_forward_equals_full_forward(arch):
+    model = make_model(arch=arch)
     x = torch.randint(0, CFG.vocab_size, (3, 18))
     full, _ = model(x)
-    cache = KVCache(CFG, 3)
+    cache = KVCache(model.config, 3)
     parts = [model(x[:, a:b], cache=cache)[0] for a, b in ((0, 7), (7, 8), (8, 13), (13, 18))]
     assert torch.allclose(torch.cat(parts, 1), full, atol=1e-5)
     assert cache.pos == 18
 
 
-def test_generation_with_cache_equals_without_even_past_the_context():
-    model = make_model(1)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_generation_with_cache_equals_without_even_past_the_context(arch):
+    model = make_model(1, arch)
     for kwargs in ({"temperature": 0.0}, {"temperature": 0.9, "top_k": 20, "top_p": 0.9, "seed": 7}):
         # 40 new tokens from a 10-token prompt overflow block_size=24: the cache must re-encode
         with_cache = generate_ids(model, list(range(1, 11)), 40, **kwargs)
@@ -192,8 +205,9 @@ def test_bf16_training_path_matches_fp32(monkeypatch):
         assert (p.grad - ref).norm() <= 0.05 * ref.norm() + 1e-6, name
 
 
-def test_attention_maps_are_the_probabilities_the_forward_pass_uses():
-    model = make_model(4)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_attention_maps_are_the_probabilities_the_forward_pass_uses(arch):
+    model = make_model(4, arch)
     B, T, C, H = 2, 20, CFG.n_embd, CFG.n_head
     x = torch.randint(0, CFG.vocab_size, (B, T))
     seen = {}  # each attention layer's input and output in the normal forward (fused kernel)
@@ -218,6 +232,47 @@ def test_attention_maps_are_the_probabilities_the_forward_pass_uses():
         assert torch.allclose(mixed, layer_out, atol=1e-5)
 
 
+def test_rotary_positions_make_attention_depend_on_distance_only():
+    """A query and a key rotated to positions (i, j) meet as at (i + s, j + s); and not as
+    at another distance. Position 0 is not rotated at all."""
+    rotary = model_module.Rotary(head_dim=8, block_size=32)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+
+    def score(i: int, j: int) -> float:
+        return (rotary(q, i) * rotary(k, j)).sum().item()
+
+    assert score(5, 2) == pytest.approx(score(20, 17), abs=1e-5)
+    assert score(5, 2) == pytest.approx(score(3, 0), abs=1e-5)
+    assert score(5, 2) != pytest.approx(score(5, 3), abs=1e-3)
+    assert torch.equal(rotary(q, 0), q)
+
+
+def test_each_architecture_setting_changes_the_layers_it_names():
+    """Every setting alone: the layers it names change and nothing else does; the gated
+    feed-forward keeps about the weights of GPT-2's; a model given only its sizes is GPT-2."""
+    base = dict(vocab_size=300, block_size=24, n_layer=1, n_head=2, n_embd=48, dropout=0.0)
+    assert GPTConfig(**base).is_gpt2
+    gpt2 = dict(GPT(GPTConfig(**base)).named_parameters())
+    shapes = {n: tuple(p.shape) for n, p in gpt2.items()}
+
+    def differs(**change) -> dict[str, tuple]:
+        config = GPTConfig(**base, **change)
+        assert not config.is_gpt2
+        model = {n: tuple(p.shape) for n, p in GPT(config).named_parameters()}
+        return {n: model.get(n) for n in shapes.keys() | model.keys() if model.get(n) != shapes.get(n)}
+
+    assert differs(norm="rmsnorm") == {f"{m}.bias": None for m in ("blocks.0.ln1", "blocks.0.ln2", "ln_f")}
+    assert differs(positions="rotary") == {"wpe.weight": None}
+    # 8/3 of 48 is 128, a multiple of 32 already: gate and value side by side in fc
+    assert differs(mlp="swiglu") == {"blocks.0.mlp.fc.weight": (256, 48), "blocks.0.mlp.fc.bias": (256,),
+                                     "blocks.0.mlp.proj.weight": (48, 128)}
+    assert differs(qk_norm=True) == {"blocks.0.attn.q_norm.weight": (24,), "blocks.0.attn.k_norm.weight": (24,)}
+    assert set(differs(bias=False)) == {n for n in shapes if n.endswith(".bias")} and all(
+        v is None for v in differs(bias=False).values())
+    assert GPTConfig(**base, mlp="swiglu").mlp_hidden * 3 == GPTConfig(**base).mlp_hidden * 2
+    assert GPTConfig(**{**base, "n_embd": 128}, mlp="swiglu").mlp_hidden == 352  # 341.3 rounded up
+
+
 def test_parameters_by_part_follow_the_closed_form():
     model = make_model()
     V, T, L, C = CFG.vocab_size, CFG.block_size, CFG.n_layer, CFG.n_embd
@@ -227,6 +282,12 @@ def test_parameters_by_part_follow_the_closed_form():
                      "MLP": L * (8 * C * C + 5 * C),  # C -> 4C -> C, biases
                      "LayerNorm": L * 2 * 2 * C + 2 * C}  # two per block and the final one
     assert sum(parts.values()) == model.num_params()
+    llama = make_model(arch="llama")  # no position table, RMSNorm gains only, no biases
+    H = llama.config.mlp_hidden
+    assert llama.num_params_by_part() == {"token embedding (= output head)": V * C,
+                                          "attention (qkv + projection)": L * 4 * C * C,
+                                          "MLP": L * 3 * C * H, "RMSNorm": L * 2 * C + C}
+    assert llama.num_params(non_embedding=True) == llama.num_params() - V * C
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
