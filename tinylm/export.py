@@ -1,17 +1,19 @@
-"""Export a trained run to the Hugging Face ``transformers`` format, as a GPT-2.
+"""Export a trained run to the Hugging Face ``transformers`` format.
 
-tinylm's GPT is GPT-2's architecture (learned positions, pre-norm LayerNorm with eps 1e-5,
-tanh GELU, fused q/k/v with biases, tied embeddings, attention scaled by 1/sqrt(head size)),
-and its tokenizer is a ``tokenizers`` byte-level BPE, so a run can leave tinylm for the
-tools people already use: ``AutoModelForCausalLM.from_pretrained(folder)``. The export is a
-renaming plus one transpose (GPT-2 keeps its linear layers as ``Conv1D``, weight stored
+tinylm's GPT is GPT-2's architecture by default (learned positions, pre-norm LayerNorm with
+eps 1e-5, tanh GELU, fused q/k/v with biases, tied embeddings, attention scaled by 1/sqrt(head
+size)), and its tokenizer is a ``tokenizers`` byte-level BPE, so a run can leave tinylm for
+the tools people already use: ``AutoModelForCausalLM.from_pretrained(folder)``. The export
+is a renaming plus one transpose (GPT-2 keeps its linear layers as ``Conv1D``, weight stored
 (in, out), where ``nn.Linear`` stores (out, in)).
 
-No configuration makes a model GPT-2 cannot express: the only architectural settings
-(vocab_size, block_size, n_layer, n_head, n_embd, dropout) are GPT-2 fields, n_embd is a
-multiple of n_head (``Config.validate``), dropout is off at inference, and everything else
-is fixed in ``tinylm.model``. ``hf_state_dict`` still checks that every tensor found its
-GPT-2 name and shape, so a checkpoint of some other layout is refused, never exported wrong.
+A model with Llama's changes (RMSNorm, rotary positions, the SwiGLU feed-forward) is written
+as transformers' Llama, and with QK-norm too as its Qwen3 (Llama's layers plus a gain-only
+RMSNorm on each head's queries and keys): the fused q/k/v and gate/value matrices are split
+into the separate projections those classes keep. A mix of the two families (rotary
+positions with GELU, say) has no stock class, and is refused with the settings to change
+(``hf_family``). ``hf_state_dict`` still checks that every tensor found its name and shape,
+so a checkpoint of some other layout is refused, never exported wrong.
 
 >>> export_run("runs/quick", "exports/quick")                      # doctest: +SKIP
 PosixPath('exports/quick')
@@ -31,7 +33,7 @@ from tinylm.config import Config
 from tinylm.corpus import EOT
 from tinylm.errors import CheckpointError, ConfigError, PrerequisiteError, TinyLMError
 from tinylm.files import TMP_SUFFIX, atomic_write_bytes, atomic_write_text, write_json
-from tinylm.model import GPT
+from tinylm.model import GPT, ROTARY_BASE, GPTConfig
 from tinylm.stages import CHECKPOINTS, OWN_EXPORT, Run
 from tinylm.tokenizer import load_tokenizer, special_ids
 
@@ -42,6 +44,22 @@ EXPORT_FILES = ("config.json", "generation_config.json", "tokenizer_config.json"
 #: tinylm parameter name (inside ``blocks.<i>.``) -> GPT-2 name (inside ``transformer.h.<i>.``).
 BLOCK_NAMES = {"ln1": "ln_1", "attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj",
                "ln2": "ln_2", "mlp.fc": "mlp.c_fc", "mlp.proj": "mlp.c_proj"}
+#: The same for Llama and Qwen3 (inside ``model.layers.<i>.``); a tuple names the parts into
+#: which a fused matrix is split along its rows.
+LLAMA_BLOCK_NAMES = {"ln1": "input_layernorm", "attn.qkv": ("self_attn.q_proj",
+                                                            "self_attn.k_proj",
+                                                            "self_attn.v_proj"),
+                     "attn.q_norm": "self_attn.q_norm", "attn.k_norm": "self_attn.k_norm",
+                     "attn.proj": "self_attn.o_proj", "ln2": "post_attention_layernorm",
+                     "mlp.fc": ("mlp.gate_proj", "mlp.up_proj"), "mlp.proj": "mlp.down_proj"}
+#: What a model needs to be written as each family: the settings of ``GPTConfig`` it fixes.
+FAMILIES = {"gpt2": {"norm": "layernorm", "positions": "learned", "mlp": "gelu",
+                     "qk_norm": False, "bias": True},
+            "llama": {"norm": "rmsnorm", "positions": "rotary", "mlp": "swiglu",
+                      "qk_norm": False},
+            "qwen3": {"norm": "rmsnorm", "positions": "rotary", "mlp": "swiglu",
+                      "qk_norm": True, "bias": False}}
+NAMES = {"gpt2": "GPT-2", "llama": "Llama", "qwen3": "Qwen3"}
 #: What each language's tag was trained on when the corpus is the embedded one.
 BIBLES = {"en": "King James Version 1769", "es": "Reina-Valera 1909"}
 
@@ -94,50 +112,101 @@ def export_run(run_dir: Path | str, dest: Path | str, *, format: str = "hf",
     return dest
 
 
+def hf_family(config: GPTConfig) -> str:
+    """The transformers class a model is written as: ``gpt2``, ``llama`` or ``qwen3``.
+
+    Raises ``ConfigError`` for an architecture none of them has, naming the settings that
+    would make it one (GPT-2 has biases, Qwen3 none, Llama either).
+    """
+    for family, fixed in FAMILIES.items():
+        if all(getattr(config, k) == v for k, v in fixed.items()):
+            return family
+    changes = {family: [f"{k}={v}" for k, v in fixed.items() if getattr(config, k) != v]
+               for family, fixed in FAMILIES.items()}
+    fewest = min(len(c) for c in changes.values())
+    raise ConfigError(
+        "this model's architecture is neither GPT-2's nor Llama's nor Qwen3's "
+        f"({', '.join(f'{k}={getattr(config, k)}' for k in FAMILIES['gpt2'])}): "
+        "transformers has no class that computes it",
+        "train it with " + " or with ".join(f"{', '.join(c)} ({NAMES[family]})"
+                                            for family, c in changes.items()
+                                            if len(c) == fewest) + " to export it.")
+
+
 def hf_config(model: GPT, special: dict[str, int]) -> dict:
-    """``config.json``: GPT-2 with the sizes of ``model`` and tinylm's fixed choices."""
+    """``config.json``: the model's class in transformers with its sizes and tinylm's fixed
+    choices."""
     c = model.config
     eot = special[EOT]
-    return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-            "vocab_size": c.vocab_size, "n_positions": c.block_size, "n_embd": c.n_embd,
-            "n_layer": c.n_layer, "n_head": c.n_head, "n_inner": 4 * c.n_embd,
-            "activation_function": "gelu_new",  # GELU, tanh approximation
-            "layer_norm_epsilon": 1e-5,  # nn.LayerNorm's default
-            "resid_pdrop": c.dropout, "embd_pdrop": c.dropout,
-            "attn_pdrop": 0.0,  # tinylm never drops attention probabilities
-            "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
-            "reorder_and_upcast_attn": False, "initializer_range": 0.02,
-            "tie_word_embeddings": True, "use_cache": True,
-            "bos_token_id": eot, "eos_token_id": eot, "pad_token_id": eot,
-            "dtype": "float32", "tinylm_version": __version__}
+    shared = {"vocab_size": c.vocab_size, "tie_word_embeddings": True, "use_cache": True,
+              "initializer_range": 0.02, "bos_token_id": eot, "eos_token_id": eot,
+              "pad_token_id": eot, "dtype": "float32", "tinylm_version": __version__}
+    family = hf_family(c)
+    if family == "gpt2":
+        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+                "n_positions": c.block_size, "n_embd": c.n_embd,
+                "n_layer": c.n_layer, "n_head": c.n_head, "n_inner": 4 * c.n_embd,
+                "activation_function": "gelu_new",  # GELU, tanh approximation
+                "layer_norm_epsilon": 1e-5,  # nn.LayerNorm's default
+                "resid_pdrop": c.dropout, "embd_pdrop": c.dropout,
+                "attn_pdrop": 0.0,  # tinylm never drops attention probabilities
+                "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
+                "reorder_and_upcast_attn": False} | shared
+    head_dim = c.n_embd // c.n_head
+    out = {"architectures": ["LlamaForCausalLM" if family == "llama" else "Qwen3ForCausalLM"],
+           "model_type": family, "hidden_size": c.n_embd, "intermediate_size": c.mlp_hidden,
+           "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head,
+           "num_key_value_heads": c.n_head, "head_dim": head_dim, "hidden_act": "silu",
+           "max_position_embeddings": c.block_size, "rms_norm_eps": 1e-5,  # tinylm.model.norm
+           "rope_parameters": {"rope_type": "default", "rope_theta": ROTARY_BASE},
+           "attention_bias": c.bias, "attention_dropout": 0.0}
+    if family == "llama":
+        out["mlp_bias"] = c.bias
+    return out | shared
 
 
 def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
-    """GPT-2's tensors from a tinylm ``GPT``: renamed, linear weights transposed.
+    """The tensors of the model's transformers class (``hf_family``), renamed from a tinylm
+    ``GPT``: for GPT-2 the linear weights transposed, for Llama and Qwen3 the fused matrices
+    split.
 
     The output head is the token embedding (tied), so it is not stored twice; transformers
     ties it again on loading (``tie_word_embeddings``). Raises ``CheckpointError`` for a
-    tensor without a GPT-2 counterpart.
+    tensor without a counterpart.
 
     >>> sorted(hf_state_dict(GPT(GPTConfig(300, 8, 1, 1, 16, 0.0))))[:2]  # doctest: +SKIP
     ['transformer.h.0.attn.c_attn.bias', 'transformer.h.0.attn.c_attn.weight']
     """
+    gpt2 = hf_family(model.config) == "gpt2"
     out = {}
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach().to(torch.float32).cpu()
         if name == "head.weight":
             continue
-        if name in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"):
+        if gpt2 and name in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"):
             out[f"transformer.{name}"] = tensor.contiguous()
+            continue
+        if not gpt2 and name in ("wte.weight", "ln_f.weight"):
+            out[{"wte.weight": "model.embed_tokens.weight",
+                 "ln_f.weight": "model.norm.weight"}[name]] = tensor.contiguous()
             continue
         parts = name.split(".")  # blocks.<i>.<module...>.<weight|bias>
         module = ".".join(parts[2:-1])
-        if parts[0] != "blocks" or module not in BLOCK_NAMES:
-            raise CheckpointError(f"the model has a tensor {name} that GPT-2 has no place for",
+        names = BLOCK_NAMES if gpt2 else LLAMA_BLOCK_NAMES
+        if parts[0] != "blocks" or module not in names:
+            raise CheckpointError(f"the model has a tensor {name} that "
+                                  f"{'GPT-2' if gpt2 else 'Llama'} has no place for",
                                   "export a checkpoint written by this version of tinylm.")
-        if parts[-1] == "weight" and module not in ("ln1", "ln2"):
-            tensor = tensor.t()  # nn.Linear (out, in) -> Conv1D (in, out)
-        out[f"transformer.h.{parts[1]}.{BLOCK_NAMES[module]}.{parts[-1]}"] = tensor.contiguous()
+        if gpt2:
+            if parts[-1] == "weight" and module not in ("ln1", "ln2"):
+                tensor = tensor.t()  # nn.Linear (out, in) -> Conv1D (in, out)
+            out[f"transformer.h.{parts[1]}.{BLOCK_NAMES[module]}.{parts[-1]}"] = tensor.contiguous()
+            continue
+        targets = LLAMA_BLOCK_NAMES[module]
+        pieces = (tensor.chunk(len(targets)) if isinstance(targets, tuple)
+                  else [tensor])
+        for target, piece in zip(targets if isinstance(targets, tuple) else [targets], pieces):
+            out[f"model.layers.{parts[1]}.{target}.{parts[-1]}"] = piece.contiguous()
     return out
 
 
@@ -179,18 +248,19 @@ def model_card(cfg: Config, entry: dict, metrics: dict, stats: dict, dest: Path)
     ``datasets`` key: the corpus is not a Hub dataset, so the Training data section names it.
     """
     own = bool(cfg.corpus_path or cfg.corpus_url)
+    family = hf_family(GPTConfig.from_config(cfg))
     langs = cfg.languages
     source = stats.get("source", "")
     mb = sum(v.get("bytes", 0) for split in stats.get("splits", {}).values()
              for v in split.values()) / 1e6
     header = ["---", "language:", *(f"- {lang}" for lang in langs),
               f"license: {'other' if own else 'mit'}", "library_name: transformers",
-              "pipeline_tag: text-generation", "tags:", "- gpt2", "- tinylm", "---", ""]
+              "pipeline_tag: text-generation", "tags:", f"- {family}", "- tinylm", "---", ""]
     m = metrics.get("model", {})
     tag = f"<|{langs[-1]}|>"
     prompt = {"en": "In the beginning", "es": "En el principio"}.get(langs[-1], "")
-    lines = [f"# tinylm {cfg.name}: a tiny {'/'.join(langs)} GPT-2", "",
-             f"A GPT-2 of {m.get('parameters', 0):,} parameters (n_layer={cfg.n_layer}, "
+    lines = [f"# tinylm {cfg.name}: a tiny {'/'.join(langs)} {NAMES[family]}", "",
+             f"A {NAMES[family]} of {m.get('parameters', 0):,} parameters (n_layer={cfg.n_layer}, "
              f"n_head={cfg.n_head}, n_embd={cfg.n_embd}, a context of {cfg.block_size} tokens, "
              f"a vocabulary of {cfg.vocab_size}) trained from scratch on a CPU with tinylm "
              f"{__version__} and exported with `tinylm export`. It is a teaching model: it "

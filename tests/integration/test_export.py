@@ -201,6 +201,63 @@ def test_a_tensor_gpt2_has_no_place_for_is_refused():
         hf_state_dict(model)
 
 
+# ------------------------------------------------------------- Llama's architecture
+LLAMA = dict(norm="rmsnorm", positions="rotary", mlp="swiglu", bias=False)
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen3"])
+def modern(request, tmp_path_factory) -> tuple[Run, object]:
+    """A run with Llama's changes (and QK-norm: Qwen3's), exported by the real command and
+    loaded by transformers."""
+    arch = LLAMA | {"qk_norm": request.param == "qwen3"}
+    run_dir = tmp_path_factory.mktemp(request.param) / "run"
+    run = Run(run_dir, load_preset("quick", **TINY, **arch), progress=False)
+    run.train()
+    dest = run_dir.parent / "hf"
+    out = tinylm("export", "--output-dir", str(run_dir), str(dest))
+    assert out.returncode == 0, out.stderr[-3000:]
+    model = transformers.AutoModelForCausalLM.from_pretrained(dest, dtype=torch.float32)
+    assert type(model).__name__ == {"llama": "LlamaForCausalLM",
+                                    "qwen3": "Qwen3ForCausalLM"}[request.param]
+    card = (dest / "README.md").read_text()
+    assert f"- {request.param}\n" in card and "GPT-2" not in card
+    return run, model.eval()
+
+
+def test_llama_and_qwen3_exports_give_the_same_logits_and_greedy_tokens(modern):
+    run, hf_model = modern
+    model, _ = run.trained_model("final")
+    eot = special_ids(load_tokenizer(run.tokenizer_dir))["<|endoftext|>"]
+    val = torch.from_numpy(np.fromfile(run.tokens_dir / "val.bin", dtype="<u2")[:TINY["block_size"]]
+                           .astype(np.int64))
+    for x in [torch.tensor([tinylm_ids(run, lang, p)]) for lang, p in prompts(run)] + [val[None]]:
+        with torch.no_grad():
+            assert (model(x)[0] - hf_model(x).logits).abs().max().item() <= 1e-4
+    for lang, prompt in prompts(run):
+        ids = tinylm_ids(run, lang, prompt)
+        n = TINY["block_size"] - len(ids)
+        ours = generate_ids(model, ids, n, temperature=0, repetition_penalty=1.0, stop_id=eot)
+        x = torch.tensor([ids])
+        out = hf_model.generate(x, attention_mask=torch.ones_like(x), do_sample=False,
+                                max_new_tokens=n, repetition_penalty=1.0)
+        assert out[0, len(ids):].tolist() == ours, (lang, prompt)
+
+
+def test_an_architecture_no_transformers_class_computes_is_refused_with_the_nearest():
+    from tinylm.export import hf_family
+
+    base = dict(vocab_size=300, block_size=8, n_layer=1, n_head=1, n_embd=16, dropout=0.0)
+    assert hf_family(GPTConfig(**base)) == "gpt2"
+    assert hf_family(GPTConfig(**base, **LLAMA)) == "llama"
+    assert hf_family(GPTConfig(**base, **LLAMA | {"bias": True})) == "llama"  # Llama may have biases
+    with pytest.raises(ConfigError, match="neither GPT-2's nor Llama's") as err:
+        hf_family(GPTConfig(**base, positions="rotary"))
+    assert "positions=learned" in err.value.remedy
+    with pytest.raises(ConfigError) as err:  # Qwen3 has no biases
+        hf_family(GPTConfig(**base, **LLAMA | {"qk_norm": True, "bias": True}))
+    assert "bias=False" in err.value.remedy
+
+
 # ------------------------------------------------------------------------ refusals
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes()
