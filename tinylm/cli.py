@@ -187,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     _run_options(x, reads=True)
     x.add_argument("dest", metavar="DEST", help="the folder to create")
     x.add_argument("--format", default="hf", choices=("hf",),
-                   help="hf: Hugging Face transformers, as a GPT-2, Llama or Qwen3, whichever "
+                   help="hf: Hugging Face transformers, as a GPT-2, GPT-NeoX, Llama or Qwen3, whichever "
                         "the model's architecture is (default)")
     x.add_argument("--checkpoint", default="final", choices=("final", "best", "last"),
                    help="which checkpoint of the run (default final)")

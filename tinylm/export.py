@@ -7,13 +7,14 @@ the tools people already use: ``AutoModelForCausalLM.from_pretrained(folder)``. 
 is a renaming plus one transpose (GPT-2 keeps its linear layers as ``Conv1D``, weight stored
 (in, out), where ``nn.Linear`` stores (out, in)).
 
-A model with Llama's changes (RMSNorm, rotary positions, the SwiGLU feed-forward) is written
-as transformers' Llama, and with QK-norm too as its Qwen3 (Llama's layers plus a gain-only
-RMSNorm on each head's queries and keys): the fused q/k/v and gate/value matrices are split
-into the separate projections those classes keep. A mix of the two families (rotary
-positions with GELU, say) has no stock class, and is refused with the settings to change
-(``hf_family``). ``hf_state_dict`` still checks that every tensor found its name and shape,
-so a checkpoint of some other layout is refused, never exported wrong.
+A model with rotary positions is written as transformers' GPT-NeoX (GPT-2's layers, rotary
+positions, q/k/v fused head by head); with Llama's changes too (RMSNorm, the SwiGLU
+feed-forward) as its Llama, and with QK-norm as its Qwen3 (Llama's layers plus a gain-only
+RMSNorm on each head's queries and keys), the fused q/k/v and gate/value matrices split into
+the separate projections those classes keep. A mix none of them computes (RMSNorm with GELU,
+say) is refused with the settings to change (``hf_family``). ``hf_state_dict`` still checks
+that every tensor found its name and shape, so a checkpoint of some other layout is refused,
+never exported wrong.
 
 >>> export_run("runs/quick", "exports/quick")                      # doctest: +SKIP
 PosixPath('exports/quick')
@@ -41,25 +42,40 @@ FORMATS = ("hf",)
 #: The files an export writes: all that ``--force`` may replace in its destination.
 EXPORT_FILES = ("config.json", "generation_config.json", "tokenizer_config.json",
                 "model.safetensors", "tokenizer.json", "README.md")
-#: tinylm parameter name (inside ``blocks.<i>.``) -> GPT-2 name (inside ``transformer.h.<i>.``).
-BLOCK_NAMES = {"ln1": "ln_1", "attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj",
-               "ln2": "ln_2", "mlp.fc": "mlp.c_fc", "mlp.proj": "mlp.c_proj"}
-#: The same for Llama and Qwen3 (inside ``model.layers.<i>.``); a tuple names the parts into
-#: which a fused matrix is split along its rows.
-LLAMA_BLOCK_NAMES = {"ln1": "input_layernorm", "attn.qkv": ("self_attn.q_proj",
-                                                            "self_attn.k_proj",
-                                                            "self_attn.v_proj"),
-                     "attn.q_norm": "self_attn.q_norm", "attn.k_norm": "self_attn.k_norm",
-                     "attn.proj": "self_attn.o_proj", "ln2": "post_attention_layernorm",
-                     "mlp.fc": ("mlp.gate_proj", "mlp.up_proj"), "mlp.proj": "mlp.down_proj"}
+#: Where each family keeps tinylm's tensors: the prefix of its blocks; tinylm's names outside
+#: the blocks -> its names; inside a block -> its names (inside ``<prefix>.<i>.``), where a
+#: tuple names the parts into which a fused matrix is split along its rows.
+_LLAMA = ("model.layers", {"wte.weight": "model.embed_tokens.weight",
+                           "ln_f.weight": "model.norm.weight"},
+          {"ln1": "input_layernorm", "attn.qkv": ("self_attn.q_proj", "self_attn.k_proj",
+                                                  "self_attn.v_proj"),
+           "attn.q_norm": "self_attn.q_norm", "attn.k_norm": "self_attn.k_norm",
+           "attn.proj": "self_attn.o_proj", "ln2": "post_attention_layernorm",
+           "mlp.fc": ("mlp.gate_proj", "mlp.up_proj"), "mlp.proj": "mlp.down_proj"})
+LAYOUTS = {
+    "gpt2": ("transformer.h", {n: f"transformer.{n}" for n in ("wte.weight", "wpe.weight",
+                                                               "ln_f.weight", "ln_f.bias")},
+             {"ln1": "ln_1", "attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj",
+              "ln2": "ln_2", "mlp.fc": "mlp.c_fc", "mlp.proj": "mlp.c_proj"}),
+    "gpt_neox": ("gpt_neox.layers", {"wte.weight": "gpt_neox.embed_in.weight",
+                                     "ln_f.weight": "gpt_neox.final_layer_norm.weight",
+                                     "ln_f.bias": "gpt_neox.final_layer_norm.bias"},
+                 {"ln1": "input_layernorm", "attn.qkv": "attention.query_key_value",
+                  "attn.proj": "attention.dense", "ln2": "post_attention_layernorm",
+                  "mlp.fc": "mlp.dense_h_to_4h", "mlp.proj": "mlp.dense_4h_to_h"}),
+    "llama": _LLAMA, "qwen3": _LLAMA}
 #: What a model needs to be written as each family: the settings of ``GPTConfig`` it fixes.
 FAMILIES = {"gpt2": {"norm": "layernorm", "positions": "learned", "mlp": "gelu",
                      "qk_norm": False, "bias": True},
+            "gpt_neox": {"norm": "layernorm", "positions": "rotary", "mlp": "gelu",
+                         "qk_norm": False, "bias": True},
             "llama": {"norm": "rmsnorm", "positions": "rotary", "mlp": "swiglu",
                       "qk_norm": False},
             "qwen3": {"norm": "rmsnorm", "positions": "rotary", "mlp": "swiglu",
                       "qk_norm": True, "bias": False}}
-NAMES = {"gpt2": "GPT-2", "llama": "Llama", "qwen3": "Qwen3"}
+NAMES = {"gpt2": "GPT-2", "gpt_neox": "GPT-NeoX", "llama": "Llama", "qwen3": "Qwen3"}
+CLASSES = {"gpt2": "GPT2LMHeadModel", "gpt_neox": "GPTNeoXForCausalLM",
+           "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 #: What each language's tag was trained on when the corpus is the embedded one.
 BIBLES = {"en": "King James Version 1769", "es": "Reina-Valera 1909"}
 
@@ -113,7 +129,8 @@ def export_run(run_dir: Path | str, dest: Path | str, *, format: str = "hf",
 
 
 def hf_family(config: GPTConfig) -> str:
-    """The transformers class a model is written as: ``gpt2``, ``llama`` or ``qwen3``.
+    """The transformers family a model is written as: ``gpt2``, ``gpt_neox``, ``llama`` or
+    ``qwen3``.
 
     Raises ``ConfigError`` for an architecture none of them has, naming the settings that
     would make it one (GPT-2 has biases, Qwen3 none, Llama either).
@@ -125,7 +142,7 @@ def hf_family(config: GPTConfig) -> str:
                for family, fixed in FAMILIES.items()}
     fewest = min(len(c) for c in changes.values())
     raise ConfigError(
-        "this model's architecture is neither GPT-2's nor Llama's nor Qwen3's "
+        "this model's architecture is none of GPT-2's, GPT-NeoX's, Llama's or Qwen3's "
         f"({', '.join(f'{k}={getattr(config, k)}' for k in FAMILIES['gpt2'])}): "
         "transformers has no class that computes it",
         "train it with " + " or with ".join(f"{', '.join(c)} ({NAMES[family]})"
@@ -138,37 +155,43 @@ def hf_config(model: GPT, special: dict[str, int]) -> dict:
     choices."""
     c = model.config
     eot = special[EOT]
-    shared = {"vocab_size": c.vocab_size, "tie_word_embeddings": True, "use_cache": True,
+    family = hf_family(c)
+    shared = {"architectures": [CLASSES[family]], "model_type": family,
+              "vocab_size": c.vocab_size, "tie_word_embeddings": True, "use_cache": True,
               "initializer_range": 0.02, "bos_token_id": eot, "eos_token_id": eot,
               "pad_token_id": eot, "dtype": "float32", "tinylm_version": __version__}
-    family = hf_family(c)
     if family == "gpt2":
-        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-                "n_positions": c.block_size, "n_embd": c.n_embd,
-                "n_layer": c.n_layer, "n_head": c.n_head, "n_inner": 4 * c.n_embd,
-                "activation_function": "gelu_new",  # GELU, tanh approximation
-                "layer_norm_epsilon": 1e-5,  # nn.LayerNorm's default
-                "resid_pdrop": c.dropout, "embd_pdrop": c.dropout,
-                "attn_pdrop": 0.0,  # tinylm never drops attention probabilities
-                "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
-                "reorder_and_upcast_attn": False} | shared
-    head_dim = c.n_embd // c.n_head
-    out = {"architectures": ["LlamaForCausalLM" if family == "llama" else "Qwen3ForCausalLM"],
-           "model_type": family, "hidden_size": c.n_embd, "intermediate_size": c.mlp_hidden,
-           "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head,
-           "num_key_value_heads": c.n_head, "head_dim": head_dim, "hidden_act": "silu",
-           "max_position_embeddings": c.block_size, "rms_norm_eps": 1e-5,  # tinylm.model.norm
-           "rope_parameters": {"rope_type": "default", "rope_theta": ROTARY_BASE},
-           "attention_bias": c.bias, "attention_dropout": 0.0}
-    if family == "llama":
-        out["mlp_bias"] = c.bias
-    return out | shared
+        return shared | {
+            "n_positions": c.block_size, "n_embd": c.n_embd,
+            "n_layer": c.n_layer, "n_head": c.n_head, "n_inner": 4 * c.n_embd,
+            "activation_function": "gelu_new",  # GELU, tanh approximation
+            "layer_norm_epsilon": 1e-5,  # nn.LayerNorm's default
+            "resid_pdrop": c.dropout, "embd_pdrop": c.dropout,
+            "attn_pdrop": 0.0,  # tinylm never drops attention probabilities
+            "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
+            "reorder_and_upcast_attn": False}
+    rotary = {"rope_type": "default", "rope_theta": ROTARY_BASE}
+    sizes = {"hidden_size": c.n_embd, "intermediate_size": c.mlp_hidden,
+             "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head,
+             "max_position_embeddings": c.block_size, "attention_bias": c.bias,
+             "attention_dropout": 0.0}
+    if family == "gpt_neox":
+        return shared | sizes | {
+            "hidden_act": "gelu_new", "layer_norm_eps": 1e-5, "hidden_dropout": c.dropout,
+            "rope_parameters": rotary | {"partial_rotary_factor": 1.0},  # every dimension
+            "use_parallel_residual": False}  # the MLP reads the attention's output, as GPT-2's
+    out = shared | sizes | {"num_key_value_heads": c.n_head, "head_dim": c.n_embd // c.n_head,
+                            "hidden_act": "silu", "rope_parameters": rotary,
+                            "rms_norm_eps": 1e-5}  # tinylm.model.norm
+    return out | {"mlp_bias": c.bias} if family == "llama" else out
 
 
 def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     """The tensors of the model's transformers class (``hf_family``), renamed from a tinylm
-    ``GPT``: for GPT-2 the linear weights transposed, for Llama and Qwen3 the fused matrices
-    split.
+    ``GPT`` (``LAYOUTS``): for GPT-2 the linear weights transposed (GPT-2 keeps them as
+    ``Conv1D``, (in, out)); for GPT-NeoX the fused q/k/v rows reordered head by head (it
+    keeps each head's query, key and value together); for Llama and Qwen3 the fused
+    matrices split.
 
     The output head is the token embedding (tied), so it is not stored twice; transformers
     ties it again on loading (``tie_word_embeddings``). Raises ``CheckpointError`` for a
@@ -177,36 +200,31 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     >>> sorted(hf_state_dict(GPT(GPTConfig(300, 8, 1, 1, 16, 0.0))))[:2]  # doctest: +SKIP
     ['transformer.h.0.attn.c_attn.bias', 'transformer.h.0.attn.c_attn.weight']
     """
-    gpt2 = hf_family(model.config) == "gpt2"
+    family = hf_family(model.config)
+    prefix, outside, inside = LAYOUTS[family]
     out = {}
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach().to(torch.float32).cpu()
         if name == "head.weight":
             continue
-        if gpt2 and name in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"):
-            out[f"transformer.{name}"] = tensor.contiguous()
-            continue
-        if not gpt2 and name in ("wte.weight", "ln_f.weight"):
-            out[{"wte.weight": "model.embed_tokens.weight",
-                 "ln_f.weight": "model.norm.weight"}[name]] = tensor.contiguous()
+        if name in outside:
+            out[outside[name]] = tensor.contiguous()
             continue
         parts = name.split(".")  # blocks.<i>.<module...>.<weight|bias>
         module = ".".join(parts[2:-1])
-        names = BLOCK_NAMES if gpt2 else LLAMA_BLOCK_NAMES
-        if parts[0] != "blocks" or module not in names:
-            raise CheckpointError(f"the model has a tensor {name} that "
-                                  f"{'GPT-2' if gpt2 else 'Llama'} has no place for",
-                                  "export a checkpoint written by this version of tinylm.")
-        if gpt2:
-            if parts[-1] == "weight" and module not in ("ln1", "ln2"):
-                tensor = tensor.t()  # nn.Linear (out, in) -> Conv1D (in, out)
-            out[f"transformer.h.{parts[1]}.{BLOCK_NAMES[module]}.{parts[-1]}"] = tensor.contiguous()
-            continue
-        targets = LLAMA_BLOCK_NAMES[module]
-        pieces = (tensor.chunk(len(targets)) if isinstance(targets, tuple)
-                  else [tensor])
-        for target, piece in zip(targets if isinstance(targets, tuple) else [targets], pieces):
-            out[f"model.layers.{parts[1]}.{target}.{parts[-1]}"] = piece.contiguous()
+        if parts[0] != "blocks" or module not in inside:
+            raise CheckpointError(f"the model has a tensor {name} that {NAMES[family]} has no "
+                                  "place for", "export a checkpoint written by this version of "
+                                  "tinylm.")
+        if family == "gpt2" and parts[-1] == "weight" and module not in ("ln1", "ln2"):
+            tensor = tensor.t()  # nn.Linear (out, in) -> Conv1D (in, out)
+        if family == "gpt_neox" and module == "attn.qkv":  # (q, k, v) x heads -> heads x (q, k, v)
+            heads = model.config.n_head
+            tensor = tensor.reshape(3, heads, -1, *tensor.shape[1:]).transpose(0, 1)
+            tensor = tensor.reshape(-1, *tensor.shape[3:])
+        targets = inside[module] if isinstance(inside[module], tuple) else (inside[module],)
+        for target, piece in zip(targets, tensor.chunk(len(targets))):
+            out[f"{prefix}.{parts[1]}.{target}.{parts[-1]}"] = piece.contiguous()
     return out
 
 

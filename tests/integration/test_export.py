@@ -205,11 +205,14 @@ def test_a_tensor_gpt2_has_no_place_for_is_refused():
 LLAMA = dict(norm="rmsnorm", positions="rotary", mlp="swiglu", bias=False)
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen3"])
+ARCHS = {"gpt_neox": {"positions": "rotary"}, "llama": LLAMA, "qwen3": LLAMA | {"qk_norm": True}}
+
+
+@pytest.fixture(scope="module", params=list(ARCHS))
 def modern(request, tmp_path_factory) -> tuple[Run, object]:
-    """A run with Llama's changes (and QK-norm: Qwen3's), exported by the real command and
-    loaded by transformers."""
-    arch = LLAMA | {"qk_norm": request.param == "qwen3"}
+    """A run with rotary positions (GPT-NeoX's architecture), with Llama's changes, or with
+    those and QK-norm (Qwen3's), exported by the real command and loaded by transformers."""
+    arch = ARCHS[request.param]
     run_dir = tmp_path_factory.mktemp(request.param) / "run"
     run = Run(run_dir, load_preset("quick", **TINY, **arch), progress=False)
     run.train()
@@ -217,14 +220,14 @@ def modern(request, tmp_path_factory) -> tuple[Run, object]:
     out = tinylm("export", "--output-dir", str(run_dir), str(dest))
     assert out.returncode == 0, out.stderr[-3000:]
     model = transformers.AutoModelForCausalLM.from_pretrained(dest, dtype=torch.float32)
-    assert type(model).__name__ == {"llama": "LlamaForCausalLM",
+    assert type(model).__name__ == {"gpt_neox": "GPTNeoXForCausalLM", "llama": "LlamaForCausalLM",
                                     "qwen3": "Qwen3ForCausalLM"}[request.param]
     card = (dest / "README.md").read_text()
     assert f"- {request.param}\n" in card and "GPT-2" not in card
     return run, model.eval()
 
 
-def test_llama_and_qwen3_exports_give_the_same_logits_and_greedy_tokens(modern):
+def test_rotary_exports_give_the_same_logits_and_greedy_tokens(modern):
     run, hf_model = modern
     model, _ = run.trained_model("final")
     eot = special_ids(load_tokenizer(run.tokenizer_dir))["<|endoftext|>"]
@@ -248,11 +251,12 @@ def test_an_architecture_no_transformers_class_computes_is_refused_with_the_near
 
     base = dict(vocab_size=300, block_size=8, n_layer=1, n_head=1, n_embd=16, dropout=0.0)
     assert hf_family(GPTConfig(**base)) == "gpt2"
+    assert hf_family(GPTConfig(**base, positions="rotary")) == "gpt_neox"
     assert hf_family(GPTConfig(**base, **LLAMA)) == "llama"
     assert hf_family(GPTConfig(**base, **LLAMA | {"bias": True})) == "llama"  # Llama may have biases
-    with pytest.raises(ConfigError, match="neither GPT-2's nor Llama's") as err:
-        hf_family(GPTConfig(**base, positions="rotary"))
-    assert "positions=learned" in err.value.remedy
+    with pytest.raises(ConfigError, match="none of GPT-2's, GPT-NeoX's") as err:
+        hf_family(GPTConfig(**base, mlp="swiglu"))
+    assert "mlp=gelu" in err.value.remedy
     with pytest.raises(ConfigError) as err:  # Qwen3 has no biases
         hf_family(GPTConfig(**base, **LLAMA | {"qk_norm": True, "bias": True}))
     assert "bias=False" in err.value.remedy
