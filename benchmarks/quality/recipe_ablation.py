@@ -1,5 +1,10 @@
 """Each lever of the training recipe on its own and all together, at the default shape and data.
 
+The variants: the former default (AdamW, cosine to a tenth of the peak) and the recipe's
+levers one at a time; then today's recipe (Muon at four times the rate) with each change of
+the architecture alone (RMSNorm, rotary positions, a SwiGLU feed-forward, QK-norm, no
+biases) and all five together (``--variants`` picks some).
+
 For each variant and seed, a fresh model of the default preset's shape trains ``--steps``
 optimizer steps with the whole schedule squeezed into them (``Trainer.run_steps``), and is
 evaluated on the validation split every ``--eval-every`` steps from ``--eval-from`` on. It
@@ -11,6 +16,8 @@ preset's seed, so a seed here draws the initial weights and the batch order only
 
     python benchmarks/quality/recipe_ablation.py --json benchmarks/quality/recipe_ablation.json
     python benchmarks/quality/recipe_ablation.py --variants adamw muon --seeds 1337 --steps 300
+    python benchmarks/quality/recipe_ablation.py --laptop --variants "muon, rate x4" \
+        "muon, rate x4, rmsnorm" ... --json benchmarks/quality/recipe_ablation_architecture.json
 
 ``--laptop`` keeps PyTorch's kernels to AVX2 (``benchmarks/tools/laptop.py``); the runs are in
 fp32 either way, so the bits per byte do not depend on it, only the seconds.
@@ -42,6 +49,15 @@ VARIANTS = {
     "muon, rate x4, linear to 0": {"optimizer": "muon", "learning_rate": 1.2e-2,
                                    "lr_decay": "linear", "min_lr_ratio": 0.0},
 }
+#: The default recipe (Muon at four times the rate) with each change of the architecture
+#: that Llama-style models made to GPT-2's, alone and all together.
+DEFAULT = VARIANTS["muon, rate x4"]
+ARCHITECTURE = {"rmsnorm": {"norm": "rmsnorm"}, "rotary": {"positions": "rotary"},
+                "swiglu": {"mlp": "swiglu"}, "qk-norm": {"qk_norm": True},
+                "no biases": {"bias": False}}
+VARIANTS |= {f"muon, rate x4, {name}": DEFAULT | change for name, change in ARCHITECTURE.items()}
+VARIANTS["muon, rate x4, all five"] = DEFAULT | {k: v for change in ARCHITECTURE.values()
+                                                 for k, v in change.items()}
 
 
 def worker(a: argparse.Namespace) -> dict:
