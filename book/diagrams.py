@@ -146,21 +146,38 @@ def architecture(cfg) -> Figure:
         ax.text(cx, y, "+", ha="center", va="center", fontsize=11)
 
     _box(ax, bx, 0.2, bw, 0.6, f"token ids  (B, T={T})", fill=KIND_COLORS["data"], size=9)
-    half = bw / 2 - 0.08
-    _arrow(ax, (bx + half / 2, 0.8), (bx + half / 2, 1.2))
-    _box(ax, bx, 1.2, half, 0.8, f"token embedding\nwte: {V:,} x {C}", fill=KIND_COLORS["model"], size=8.5)
-    _box(ax, cx + 0.08, 1.2, half, 0.8, f"position embedding\nwpe: {T} x {C}",
-         fill=KIND_COLORS["model"], size=8.5)
-    ax.text(cx + 0.08 + half / 2, 0.95, "positions 0 ... T-1", ha="center", fontsize=7.5, color="#555555")
-    plus(2.45)
-    for x in (bx + half / 2, cx + 0.08 + half / 2):
-        ax.plot([x, x, cx + (0.16 if x > cx else -0.16)], [2.0, 2.45, 2.45], color="#444444", lw=1.3)
+    rotary = getattr(cfg, "positions", "learned") == "rotary"
+    if rotary:  # no position table: attention rotates queries and keys by position
+        _arrow(ax, (cx, 0.8), (cx, 1.2))
+        _box(ax, bx, 1.2, bw, 0.8, f"token embedding\nwte: {V:,} x {C}", fill=KIND_COLORS["model"],
+             size=8.5)
+        ax.plot([cx, cx], [2.0, 2.61], color="#444444", lw=1.3)
+    else:
+        half = bw / 2 - 0.08
+        _arrow(ax, (bx + half / 2, 0.8), (bx + half / 2, 1.2))
+        _box(ax, bx, 1.2, half, 0.8, f"token embedding\nwte: {V:,} x {C}", fill=KIND_COLORS["model"], size=8.5)
+        _box(ax, cx + 0.08, 1.2, half, 0.8, f"position embedding\nwpe: {T} x {C}",
+             fill=KIND_COLORS["model"], size=8.5)
+        ax.text(cx + 0.08 + half / 2, 0.95, "positions 0 ... T-1", ha="center", fontsize=7.5, color="#555555")
+        plus(2.45)
+        for x in (bx + half / 2, cx + 0.08 + half / 2):
+            ax.plot([x, x, cx + (0.16 if x > cx else -0.16)], [2.0, 2.45, 2.45], color="#444444", lw=1.3)
+    norm = "LayerNorm" if getattr(cfg, "norm", "layernorm") == "layernorm" else "RMSNorm"
+    attention = f"causal self-attention\n{H} heads of {C // H} dims"
+    if rotary or getattr(cfg, "qk_norm", False):
+        attention += "\n" + ", ".join(
+            n for n, on in (("QK-norm", getattr(cfg, "qk_norm", False)),
+                            ("rotary q, k", rotary)) if on)
+    if getattr(cfg, "mlp", "gelu") == "swiglu":
+        hidden = -(-8 * C // 3 // 32) * 32  # tinylm.model.GPTConfig.mlp_hidden
+        mlp = f"MLP  {C} -> 2 x {hidden} -> {C}\nSwiGLU"
+    else:
+        mlp = f"MLP  {C} -> {4 * C} -> {C}\nGELU"
     # the repeated block; the residual stream runs up its left side
     y, rx = 3.2, bx - 0.2
     _arrow(ax, (cx, 2.61), (cx, y))
     block_bottom = 3.0
-    for sub, label in (("LayerNorm", f"causal self-attention\n{H} heads of {C // H} dims"),
-                       ("LayerNorm", f"MLP  {C} -> {4 * C} -> {C}\nGELU")):
+    for sub, label in ((norm, attention), (norm, mlp)):
         top = stage(y + 0.35, sub, "note", h=0.45, size=8.5)
         top = stage(top + 0.35, label, "model", h=0.8)
         plus(top + 0.35)
@@ -172,7 +189,7 @@ def architecture(cfg) -> Figure:
     ax.text(bx + bw + 0.6, y + 0.1, f"x {L} blocks", fontsize=11, fontweight="bold", ha="left", va="top")
     ax.text(rx - 0.15, (block_bottom + y) / 2, "residual stream  (B, T, C)", rotation=90, ha="right",
             va="center", fontsize=8.5, color="#1f77b4")
-    top = stage(y + 0.55, "final LayerNorm", "note", h=0.45, size=8.5)
+    top = stage(y + 0.55, f"final {norm}", "note", h=0.45, size=8.5)
     top = stage(top + 0.35, f"output head (tied to wte)\n{C} -> {V:,}", "model", h=0.75)
     top = stage(top + 0.35, f"logits  (B, T, V={V:,})", "data")
     stage(top + 0.35, "softmax -> next-token probabilities", "eval")

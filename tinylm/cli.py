@@ -114,7 +114,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
 
 PIPELINE_EPILOG = """examples:
   tinylm pipeline --preset quick                   # the whole book on a tiny model, ~1 min
-  tinylm pipeline --preset default                 # the default model (~8 MB, 1.6 epochs)
+  tinylm pipeline --preset default                 # the default model (~8 MB, one epoch)
   tinylm pipeline --epochs 2 --chapters 5,7        # only training and evaluation
   tinylm pipeline --output-dir runs/default --resume
 

@@ -143,7 +143,7 @@ def test_corpus_smaller_than_one_training_window(ws):
     ("--vocab-size", "70000", ["vocab_size=70000 is out of range [260, 65535]"], ["stored as uint16"]),
     ("--epochs", "0", ["epochs=0.0 is out of range [0.01, 1000]"], ["set epochs between 0.01 and 1000"]),
     ("--epochs", "three", ["epochs='three' is not a number"],
-     ["give epochs as a number: default 1.6; range 0.01..1000"]),
+     ["give epochs as a number: default 1.0; range 0.01..1000"]),
     ("--batch-size", "three", ["batch_size='three' is not a whole number"],
      ["give batch_size as a whole number: default 32; range 1..4096"]),
     ("--batch-size", "0", ["batch_size=0 is out of range [1, 4096]"], ["set batch_size between"]),
