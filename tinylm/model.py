@@ -1,11 +1,12 @@
 """The GPT: a decoder-only transformer small enough to train on a laptop CPU.
 
 Pre-norm blocks (LayerNorm -> causal self-attention -> residual, LayerNorm -> MLP ->
-residual), learned absolute positions, input and output embeddings tied, GPT-2 style init
-with the residual projections scaled by 1/sqrt(2 * n_layer) so that the residual stream's
-variance does not grow with depth. The later changes that Llama-style models made are
-settings of their own (``norm``, ``positions``, ``mlp``, ``qk_norm``, ``bias``), so that
-each can be measured alone; their defaults are GPT-2's. How attention is computed depends on the device
+residual), input and output embeddings tied, GPT-2 style init with the residual projections
+scaled by 1/sqrt(2 * n_layer) so that the residual stream's variance does not grow with
+depth. Positions are GPT-2's learned table or rotary (``Rotary``: the default run's, as it
+learns faster). The other changes Llama-style models made are settings of their own
+(``norm``, ``mlp``, ``qk_norm``, ``bias``), so that each can be measured alone; their
+defaults are GPT-2's. How attention is computed depends on the device
 (``attention_kernel``): on a CPU PyTorch's fused kernel runs in fp32, under bf16 autocast
 too, because there its bf16 backward is slower than fp32, and fp32 beat bf16 matmuls around
 an fp32 softmax written out by hand (benchmarks/README.md measures both); on a GPU the
@@ -175,12 +176,11 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         return dx * scale, dw * scale, None, None
 
 
-def norm(config: GPTConfig, dim: int | None = None) -> nn.Module:
-    """The model's normalisation over the last ``dim`` numbers (``n_embd`` by default)."""
-    dim = dim or config.n_embd
+def norm(config: GPTConfig) -> nn.Module:
+    """The model's normalisation of a position's ``n_embd`` numbers."""
     if config.norm == "rmsnorm":
-        return nn.RMSNorm(dim, eps=1e-5)
-    return nn.LayerNorm(dim, bias=config.bias)
+        return nn.RMSNorm(config.n_embd, eps=1e-5)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
 
 
 #: The rotary positions' longest wavelength, in positions (over 2 pi): Llama's.
@@ -191,7 +191,8 @@ class Rotary(nn.Module):
     """Rotary positions (Su et al., 2021): each pair of a head's query and key dimensions is
     rotated by an angle proportional to the position, at its own frequency, so that their
     product depends on how far apart two tokens are, not where they are. The pairs are
-    (i, i + head_dim / 2), as in transformers' Llama, whose weights then need no reordering.
+    (i, i + head_dim / 2), as in transformers' Llama and GPT-NeoX, so that an export to them
+    needs no reordering of the query and key weights.
     """
 
     def __init__(self, head_dim: int, block_size: int, base: float = ROTARY_BASE) -> None:
@@ -218,9 +219,9 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.proj.residual = True  # marks the init scaling below
         self.resid_drop = nn.Dropout(config.dropout)
-        if config.qk_norm:  # a gain per head dimension, shared by the heads (as Qwen3's)
-            self.q_norm = nn.RMSNorm(head_dim, eps=1e-5)
-            self.k_norm = nn.RMSNorm(head_dim, eps=1e-5)
+        # QK-norm: a gain per head dimension, shared by the heads (as Qwen3's)
+        self.q_norm = nn.RMSNorm(head_dim, eps=1e-5) if config.qk_norm else None
+        self.k_norm = nn.RMSNorm(head_dim, eps=1e-5) if config.qk_norm else None
         self.rotary = (Rotary(head_dim, config.block_size) if config.positions == "rotary"
                        else None)
         mask = torch.ones(config.block_size, config.block_size, dtype=torch.bool).tril()
@@ -232,7 +233,7 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if hasattr(self, "q_norm"):
+        if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rotary is not None:
             start = cache.pos if cache is not None else 0
