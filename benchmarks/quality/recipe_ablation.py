@@ -49,6 +49,9 @@ VARIANTS = {
     "muon, rate x4, linear to 0": {"optimizer": "muon", "learning_rate": 1.2e-2,
                                    "lr_decay": "linear", "min_lr_ratio": 0.0},
 }
+#: Every variant is GPT-2's architecture unless it names a change: the default's rotary
+#: positions are one of the changes measured here.
+VARIANTS = {name: {"positions": "learned"} | v for name, v in VARIANTS.items()}
 #: The default recipe (Muon at four times the rate) with each change of the architecture
 #: that Llama-style models made to GPT-2's, alone and all together.
 DEFAULT = VARIANTS["muon, rate x4"]

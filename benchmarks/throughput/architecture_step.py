@@ -28,8 +28,11 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "quality"))
 import laptop  # noqa: E402
 from recipe_ablation import ARCHITECTURE  # noqa: E402
 
-VARIANTS = {"gpt2": {}, **ARCHITECTURE,
-            "all five": {k: v for change in ARCHITECTURE.values() for k, v in change.items()}}
+#: GPT-2's architecture, each change alone and all five; positions are learned unless rotary
+#: is the change (the default preset's own positions are rotary).
+VARIANTS = {name: {"positions": "learned"} | change for name, change in {
+    "gpt2": {}, **ARCHITECTURE,
+    "all five": {k: v for change in ARCHITECTURE.values() for k, v in change.items()}}.items()}
 
 
 def worker(a: argparse.Namespace) -> dict:
