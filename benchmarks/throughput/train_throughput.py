@@ -38,7 +38,7 @@ import laptop  # noqa: E402
 
 def _model_args(a: argparse.Namespace) -> dict:
     return dict(vocab_size=a.vocab_size, block_size=a.block_size, n_layer=a.n_layer,
-                n_head=a.n_head, n_embd=a.n_embd, dropout=a.dropout)
+                n_head=a.n_head, n_embd=a.n_embd, dropout=a.dropout, positions=a.positions)
 
 
 def random_token_files(vocab_size: int, n: int):
@@ -201,6 +201,7 @@ def main() -> None:
     p.add_argument("--n-embd", type=int, default=d.n_embd)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--positions", default=d.positions, choices=("learned", "rotary"))
     p.add_argument("--dtype", default="auto", help="tinylm's dtype (auto, bf16, fp32)")
     p.add_argument("--compile", action="store_true", help="tinylm with torch.compile")
     p.add_argument("--optimizer", default=d.optimizer, help="tinylm's optimizer (adamw, muon)")

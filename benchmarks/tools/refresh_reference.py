@@ -14,17 +14,20 @@ were.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
 from tinylm.model import GPT, GPTConfig
 from tinylm.report import BENCHMARKS_DIR, REFERENCE_DIR
 
-SHAPE = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout")
+#: The model settings a result may record; one recorded before the architecture was a
+#: setting has none of those, and its model is GPT-2's (``GPTConfig``'s defaults).
+SETTINGS = tuple(f.name for f in dataclasses.fields(GPTConfig))
 
 
 def _model(shape: dict) -> GPT:
-    return GPT(GPTConfig(**{k: shape[k] for k in SHAPE}))
+    return GPT(GPTConfig(**{k: shape[k] for k in SETTINGS if k in shape}))
 
 
 def training_metrics(m: dict) -> dict:

@@ -99,9 +99,9 @@ def test_only_a_long_training_is_measured_again(monkeypatch):
     long because of its chapters, with a short training, does not wait for it."""
     asked = []
 
-    def measure(cfg, seconds):
+    def measure(cfg, seconds):  # the default trains for minutes at this speed, quick for seconds
         asked.append(seconds)
-        return 40_000.0
+        return 20_000.0
 
     monkeypatch.setattr(estimate, "measure_tokens_per_second", measure)
     quick = load_preset("quick")
