@@ -109,6 +109,21 @@ def noise_in(path: Path) -> list[str]:
     return found
 
 
+def test_the_chapters_that_build_a_model_of_their_own_follow_rotary_positions(tmp_path):
+    """The quick preset keeps GPT-2's learned positions, the default's are rotary: chapter 3
+    builds its own GPT and chapter 5 a tiny one beside the library's, each for the run's
+    architecture, and must compute the library's numbers with rotary positions too."""
+    run_dir = tmp_path / "rotary"
+    out = tinylm("pipeline", "--preset", "quick", "--positions", "rotary", "--chapters", "3,5",
+                 "--output-dir", str(run_dir))
+    assert out.returncode == 0, out.stderr[-3000:]
+    nb = nbformat.read(run_dir / "notebooks" / "03_model.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.outputs)
+    assert "rotary positions; logits" in printed and "allclose: True" in printed
+    assert "same as the library's Rotary: True" in printed
+
+
 def test_executed_chapters_hold_no_warnings_and_no_widgets(quick_run):
     run_dir, _ = quick_run
     noise = [line for path in sorted((run_dir / "notebooks").glob("*.ipynb")) for line in noise_in(path)]
