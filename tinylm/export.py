@@ -1,14 +1,14 @@
 """Export a trained run to the Hugging Face ``transformers`` format.
 
-tinylm's GPT is GPT-2's architecture by default (learned positions, pre-norm LayerNorm with
-eps 1e-5, tanh GELU, fused q/k/v with biases, tied embeddings, attention scaled by 1/sqrt(head
-size)), and its tokenizer is a ``tokenizers`` byte-level BPE, so a run can leave tinylm for
-the tools people already use: ``AutoModelForCausalLM.from_pretrained(folder)``. The export
-is a renaming plus one transpose (GPT-2 keeps its linear layers as ``Conv1D``, weight stored
-(in, out), where ``nn.Linear`` stores (out, in)).
+tinylm's GPT is built from GPT-2's layers (pre-norm LayerNorm with eps 1e-5, tanh GELU,
+fused q/k/v with biases, tied embeddings, attention scaled by 1/sqrt(head size)), and its
+tokenizer is a ``tokenizers`` byte-level BPE, so a run can leave tinylm for the tools people
+already use: ``AutoModelForCausalLM.from_pretrained(folder)``. With learned positions the
+model is a GPT-2, and the export is a renaming plus one transpose (GPT-2 keeps its linear
+layers as ``Conv1D``, weight stored (in, out), where ``nn.Linear`` stores (out, in)).
 
-A model with rotary positions is written as transformers' GPT-NeoX (GPT-2's layers, rotary
-positions, q/k/v fused head by head); with Llama's changes too (RMSNorm, the SwiGLU
+With rotary positions (the default run's) it is written as transformers' GPT-NeoX (GPT-2's
+layers, rotary positions, q/k/v fused head by head); with Llama's changes too (RMSNorm, the SwiGLU
 feed-forward) as its Llama, and with QK-norm as its Qwen3 (Llama's layers plus a gain-only
 RMSNorm on each head's queries and keys), the fused q/k/v and gate/value matrices split into
 the separate projections those classes keep. A mix none of them computes (RMSNorm with GELU,
@@ -218,7 +218,7 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
                                   "tinylm.")
         if family == "gpt2" and parts[-1] == "weight" and module not in ("ln1", "ln2"):
             tensor = tensor.t()  # nn.Linear (out, in) -> Conv1D (in, out)
-        if family == "gpt_neox" and module == "attn.qkv":  # (q, k, v) x heads -> heads x (q, k, v)
+        if family == "gpt_neox" and module == "attn.qkv":  # rows: heads x (q, k, v)
             heads = model.config.n_head
             tensor = tensor.reshape(3, heads, -1, *tensor.shape[1:]).transpose(0, 1)
             tensor = tensor.reshape(-1, *tensor.shape[3:])
