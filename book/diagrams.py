@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Rectangle
 
+from tinylm.model import GPTConfig
 from tinylm.pipeline import CHAPTERS, CONCURRENT, MAX_WORKERS
 from tinylm.plots import KIND_COLORS, MONO, subplots, visible_whitespace
 
@@ -146,7 +147,7 @@ def architecture(cfg) -> Figure:
         ax.text(cx, y, "+", ha="center", va="center", fontsize=11)
 
     _box(ax, bx, 0.2, bw, 0.6, f"token ids  (B, T={T})", fill=KIND_COLORS["data"], size=9)
-    rotary = getattr(cfg, "positions", "learned") == "rotary"
+    rotary = cfg.positions == "rotary"
     if rotary:  # no position table: attention rotates queries and keys by position
         _arrow(ax, (cx, 0.8), (cx, 1.2))
         _box(ax, bx, 1.2, bw, 0.8, f"token embedding\nwte: {V:,} x {C}", fill=KIND_COLORS["model"],
@@ -162,14 +163,13 @@ def architecture(cfg) -> Figure:
         plus(2.45)
         for x in (bx + half / 2, cx + 0.08 + half / 2):
             ax.plot([x, x, cx + (0.16 if x > cx else -0.16)], [2.0, 2.45, 2.45], color="#444444", lw=1.3)
-    norm = "LayerNorm" if getattr(cfg, "norm", "layernorm") == "layernorm" else "RMSNorm"
+    norm = "LayerNorm" if cfg.norm == "layernorm" else "RMSNorm"
     attention = f"causal self-attention\n{H} heads of {C // H} dims"
-    if rotary or getattr(cfg, "qk_norm", False):
-        attention += "\n" + ", ".join(
-            n for n, on in (("QK-norm", getattr(cfg, "qk_norm", False)),
-                            ("rotary q, k", rotary)) if on)
-    if getattr(cfg, "mlp", "gelu") == "swiglu":
-        hidden = -(-8 * C // 3 // 32) * 32  # tinylm.model.GPTConfig.mlp_hidden
+    if rotary or cfg.qk_norm:
+        attention += "\n" + ", ".join(n for n, on in (("QK-norm", cfg.qk_norm),
+                                                       ("rotary q, k", rotary)) if on)
+    if cfg.mlp == "swiglu":
+        hidden = GPTConfig(V, T, L, H, C, 0.0, mlp="swiglu").mlp_hidden
         mlp = f"MLP  {C} -> 2 x {hidden} -> {C}\nSwiGLU"
     else:
         mlp = f"MLP  {C} -> {4 * C} -> {C}\nGELU"
