@@ -34,7 +34,7 @@ from tinylm.config import Config
 from tinylm.corpus import EOT
 from tinylm.errors import CheckpointError, ConfigError, PrerequisiteError, TinyLMError
 from tinylm.files import TMP_SUFFIX, atomic_write_bytes, atomic_write_text, write_json
-from tinylm.model import GPT, ROTARY_BASE, GPTConfig
+from tinylm.model import GPT, GPT2_ARCHITECTURE, ROTARY_BASE, GPTConfig
 from tinylm.stages import CHECKPOINTS, OWN_EXPORT, Run
 from tinylm.tokenizer import load_tokenizer, special_ids
 
@@ -65,8 +65,7 @@ LAYOUTS = {
                   "mlp.fc": "mlp.dense_h_to_4h", "mlp.proj": "mlp.dense_4h_to_h"}),
     "llama": _LLAMA, "qwen3": _LLAMA}
 #: What a model needs to be written as each family: the settings of ``GPTConfig`` it fixes.
-FAMILIES = {"gpt2": {"norm": "layernorm", "positions": "learned", "mlp": "gelu",
-                     "qk_norm": False, "bias": True},
+FAMILIES = {"gpt2": GPT2_ARCHITECTURE,
             "gpt_neox": {"norm": "layernorm", "positions": "rotary", "mlp": "gelu",
                          "qk_norm": False, "bias": True},
             "llama": {"norm": "rmsnorm", "positions": "rotary", "mlp": "swiglu",

@@ -74,7 +74,7 @@ class GPTConfig:
 
     @property
     def is_gpt2(self) -> bool:
-        """GPT-2's architecture, which ``tinylm.export`` writes as transformers' GPT-2."""
+        """GPT-2's architecture (``tinylm.export`` writes it as transformers' GPT-2)."""
         return all(getattr(self, k) == v for k, v in GPT2_ARCHITECTURE.items())
 
     @property
