@@ -409,7 +409,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for i in range(args.num_samples):
         text = generate(model, tok, args.prompt, args.lang, cfg.sample_new_tokens,
                         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                        repetition_penalty=cfg.repetition_penalty, seed=cfg.seed + i)
+                        min_p=cfg.min_p, repetition_penalty=cfg.repetition_penalty,
+                        seed=cfg.seed + i)
         if args.json:
             print(json.dumps({"lang": args.lang, "prompt": args.prompt, "text": text,
                               **settings, "seed": cfg.seed + i}, ensure_ascii=False), flush=True)

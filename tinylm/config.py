@@ -350,6 +350,13 @@ class Config:
                            tune=("samples pick odd, rare tokens (lower)",
                                  "1 keeps every token, 0 only the likeliest",
                                  "none"))
+    min_p: float = setting(0.05, "drop tokens less likely than this share of the likeliest one; "
+                           "0 disables", 0.0, 1.0, stage="samples",
+                           tune=("samples invent non-words (raise) or say the same thing every "
+                                 "time (lower)",
+                                 "0 keeps every token, 1 only the likeliest; it cuts less "
+                                 "where the model is unsure",
+                                 "none"))
     repetition_penalty: float = setting(1.1, "penalises tokens already produced; 1 disables",
                                         1.0, 10.0, stage="samples",
                                         tune=("samples repeat a phrase (raise)",
@@ -531,7 +538,8 @@ CORPUS_KEYS = tuple(f.name for f in _FIELDS if f.metadata["stage"] == "corpus")
 #: Settings that do not change what training produces (sampling, budgets, speed knobs).
 NOT_TRAINING = tuple(f.name for f in _FIELDS if f.metadata["stage"] not in TRAINING_STAGES)
 #: The settings that decide a sample of a trained model (``tinylm generate``'s flags).
-SAMPLING = ("sample_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
+SAMPLING = ("sample_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
+            "seed")
 #: The settings of a trained run's samples and budgets (``tinylm evaluate``'s flags).
 EVALUATION = tuple(f.name for f in _FIELDS if f.metadata["stage"] in ("samples", "budgets"))
 

@@ -160,7 +160,8 @@ def sample_report(model, tokenizer, cfg, per_language: int) -> dict:
             prompt = prompts[i % len(prompts)]
             text = generate(model, tokenizer, prompt, lang, cfg.sample_new_tokens,
                             temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                            repetition_penalty=cfg.repetition_penalty, seed=cfg.seed + i)
+                            min_p=cfg.min_p, repetition_penalty=cfg.repetition_penalty,
+                            seed=cfg.seed + i)
             quality = sample_quality(prompt + text)
             detected = detect_language(prompt + text, cfg.languages) if measured else None
             samples.append({"lang": lang, "prompt": prompt, "text": text, **quality,

@@ -230,7 +230,9 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
 def hf_generation_config(cfg: Config, special: dict[str, int]) -> dict:
     """``generation_config.json``: the run's sampling settings, which mean in transformers
     what they mean in tinylm (``top_k=0`` and ``top_p=1`` are off, ``top_p=0`` keeps the
-    likeliest token).
+    likeliest token). transformers applies them in tinylm's order, temperature, top-k, top-p,
+    then min-p, whose ``MinPLogitsWarper`` drops the tokens less likely than ``min_p`` times
+    the likeliest, as tinylm does (``min_p=0`` keeps every token).
 
     No length: a ``max_length`` here makes every ``generate(max_new_tokens=...)`` warn that
     both are set, and without one transformers stops at the context (``n_positions``), where
@@ -241,7 +243,8 @@ def hf_generation_config(cfg: Config, special: dict[str, int]) -> dict:
     out = {"bos_token_id": eot, "eos_token_id": eot, "pad_token_id": eot,
            "do_sample": cfg.temperature > 0}
     if cfg.temperature > 0:
-        out |= {"temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p}
+        out |= {"temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p,
+                "min_p": cfg.min_p}
     return out | {"repetition_penalty": cfg.repetition_penalty}
 
 
@@ -326,9 +329,10 @@ def model_card(cfg: Config, entry: dict, metrics: dict, stats: dict, dest: Path)
               'print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))',
               "```", "",
               f"Sampling settings of the run: temperature {cfg.temperature}, top-k {cfg.top_k}, "
-              f"top-p {cfg.top_p}, repetition penalty {cfg.repetition_penalty} (transformers "
-              "also penalises the prompt's tokens; tinylm only the new ones). With "
-              "`do_sample=False` the model gives the same tokens as tinylm's greedy decoding.",
+              f"top-p {cfg.top_p}, min-p {cfg.min_p}, repetition penalty "
+              f"{cfg.repetition_penalty} (transformers also penalises the prompt's tokens; "
+              "tinylm only the new ones). With `do_sample=False` the model gives the same "
+              "tokens as tinylm's greedy decoding.",
               "", "## Limitations", "",
               f"- Tiny: {m.get('parameters', 0):,} parameters and {cfg.block_size} tokens of "
               "context. Its text is at best locally fluent, never meaningful as a whole.",

@@ -1,9 +1,10 @@
 """Sampling text from a trained model, one token at a time, with a KV cache.
 
 Each step discourages the tokens already produced (repetition penalty), turns the last
-position's logits into a distribution (temperature), trims it (top-k, top-p), and draws one
-token with a seeded generator. The language tag (``<|en|>``, ``<|es|>``) that starts every
-training document is the first token of the prompt, which is how we choose the language.
+position's logits into a distribution (temperature), trims it (top-k, top-p, min-p), and
+draws one token with a seeded generator. The language tag (``<|en|>``, ``<|es|>``) that
+starts every training document is the first token of the prompt, which is how we choose the
+language.
 """
 from __future__ import annotations
 
@@ -14,12 +15,21 @@ from tinylm.model import GPT, KVCache
 
 
 def _candidates(logits: torch.Tensor, generated: torch.Tensor, temperature: float, top_k: int,
-                top_p: float, repetition_penalty: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tokens that may come next, best first, and their adjusted logits.
+                top_p: float, min_p: float,
+                repetition_penalty: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens that may come next, best first, and their adjusted logits (-inf: dropped).
 
     Applies the repetition penalty and temperature to one row of logits, keeps the ``top_k``
     best (all if 0), then the smallest prefix of them holding ``top_p`` of the probability
-    (at least the best token: ``top_p=0`` keeps it alone, as transformers does).
+    (at least the best token: ``top_p=0`` keeps it alone, as transformers does), then those
+    at least ``min_p`` times as likely as the best (min-p: 0 keeps them all, and it never
+    drops the best nor a token tied with it). Unlike a count or a mass, min-p's cut follows
+    the model's confidence: a sure step keeps few tokens, an unsure one many, so it drops
+    the unlikely tail, where invented words come from, at a smaller cost in variety than a
+    lower temperature or top-p. The ratio of two probabilities does not depend on which
+    tokens the softmax covers, so min-p drops the same tokens after top-k and top-p as from
+    the whole vocabulary, as transformers' ``MinPLogitsWarper`` does after its own top-k and
+    top-p (an exported model samples alike).
     Working on the top-k candidates only keeps the cost of a step nearly independent of
     the vocabulary size: no sort of every logit for every token.
     """
@@ -38,6 +48,9 @@ def _candidates(logits: torch.Tensor, generated: torch.Tensor, temperature: floa
         probs = values.softmax(-1)
         drop = probs.cumsum(-1) - probs > top_p  # keep the token that crosses top_p
         values = values.masked_fill(drop, float("-inf"))
+    if min_p > 0:
+        probs = values.softmax(-1)
+        values = values.masked_fill(probs < min_p * probs[:, :1], float("-inf"))
     return values, ids
 
 
@@ -45,7 +58,7 @@ def _candidates(logits: torch.Tensor, generated: torch.Tensor, temperature: floa
 def generate_ids(model: GPT, prompt: list[int],
                  max_new_tokens: int = default("sample_new_tokens"), *,
                  temperature: float = default("temperature"), top_k: int = default("top_k"),
-                 top_p: float = default("top_p"),
+                 top_p: float = default("top_p"), min_p: float = default("min_p"),
                  repetition_penalty: float = default("repetition_penalty"),
                  seed: int = default("seed"), stop_id: int | None = None,
                  use_cache: bool = True) -> list[int]:
@@ -81,7 +94,7 @@ def generate_ids(model: GPT, prompt: list[int],
         else:
             logits, _ = model(context)
         values, candidates = _candidates(logits[:, -1], ids[0, len(prompt):], temperature,
-                                         top_k, top_p, repetition_penalty)
+                                         top_k, top_p, min_p, repetition_penalty)
         if temperature <= 0:
             token = candidates[:, :1]
         else:
@@ -97,7 +110,7 @@ def generate_ids(model: GPT, prompt: list[int],
 def generate(model: GPT, tokenizer, prompt: str = "", lang: str = "en",
              max_new_tokens: int = default("sample_new_tokens"), *,
              temperature: float = default("temperature"), top_k: int = default("top_k"),
-             top_p: float = default("top_p"),
+             top_p: float = default("top_p"), min_p: float = default("min_p"),
              repetition_penalty: float = default("repetition_penalty"),
              seed: int = default("seed"), use_cache: bool = True) -> str:
     """Text in language ``lang`` continuing ``prompt``; stops at ``<|endoftext|>``. The
@@ -111,8 +124,8 @@ def generate(model: GPT, tokenizer, prompt: str = "", lang: str = "en",
     eot = special_ids(tokenizer)["<|endoftext|>"]
     prompt_ids = [lang_id(tokenizer, lang)] + tokenizer.encode(prompt).ids
     new = generate_ids(model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k,
-                       top_p=top_p, repetition_penalty=repetition_penalty, seed=seed,
-                       stop_id=eot, use_cache=use_cache)
+                       top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
+                       seed=seed, stop_id=eot, use_cache=use_cache)
     if new and new[-1] == eot:
         new = new[:-1]
     return tokenizer.decode(new, skip_special_tokens=True)

@@ -67,7 +67,7 @@ def test_generate_json_lines(run_dir):
     assert [s["seed"] for s in samples] == [seed, seed + 1]
     for s in samples:
         assert (s["lang"], s["prompt"], s["temperature"]) == ("es", "Y el", 0.5)
-        assert {"text", "top_k", "top_p", "repetition_penalty", "sample_new_tokens"} <= set(s)
+        assert {"text", "top_k", "top_p", "min_p", "repetition_penalty", "sample_new_tokens"} <= set(s)
         assert s["sample_new_tokens"] == TINY["sample_new_tokens"]
         assert isinstance(s["text"], str)
     plain = tinylm("generate", "--output-dir", str(run_dir), "--lang", "es", "--prompt", "Y el",

@@ -86,8 +86,9 @@ def test_export_writes_the_hugging_face_files(run, exported):
     assert cfg["tie_word_embeddings"] is True
     assert cfg["eos_token_id"] == cfg["bos_token_id"] == 0
     gen = json.loads((exported / "generation_config.json").read_text())
-    assert (gen["temperature"], gen["top_k"], gen["top_p"], gen["repetition_penalty"]) == \
-        (run.cfg.temperature, run.cfg.top_k, run.cfg.top_p, run.cfg.repetition_penalty)
+    assert (gen["temperature"], gen["top_k"], gen["top_p"], gen["min_p"],
+            gen["repetition_penalty"]) == (run.cfg.temperature, run.cfg.top_k, run.cfg.top_p,
+                                           run.cfg.min_p, run.cfg.repetition_penalty)
     assert "max_length" not in gen  # generate(max_new_tokens=...) would warn that both are set
     tok_cfg = json.loads((exported / "tokenizer_config.json").read_text())
     assert tok_cfg["additional_special_tokens"] == ["<|en|>", "<|es|>"]
@@ -189,6 +190,38 @@ def test_top_p_zero_samples_the_likeliest_token_in_tinylm_and_the_export(run, hf
         out = hf[0].generate(x, attention_mask=torch.ones_like(x), generation_config=gen,
                              max_new_tokens=n)
         assert ours == greedy == out[0, len(ids):].tolist()
+
+
+def test_transformers_warpers_keep_the_candidates_tinylm_keeps():
+    """Temperature, top-k, top-p and min-p, as generation_config.json passes them on, leave
+    transformers' warpers, applied in transformers' order, the tokens tinylm's sampler keeps:
+    on rows of logits from unsure (flat) to sure (peaked), min-p alone and after the others."""
+    from transformers.generation.logits_process import (MinPLogitsWarper, TemperatureLogitsWarper,
+                                                        TopKLogitsWarper, TopPLogitsWarper)
+
+    from tinylm.generate import _candidates
+
+    cfg = load_preset("quick")
+    gen = transformers.GenerationConfig(**hf_generation_config(cfg, {"<|endoftext|>": 0}))
+    assert gen.min_p == cfg.min_p > 0
+    rows = torch.randn(12, 512, generator=torch.Generator().manual_seed(0))
+    rows *= torch.linspace(0.5, 8.0, len(rows))[:, None]
+    none = torch.tensor([], dtype=torch.long)
+    for temperature, top_k, top_p, min_p in ((1.0, 0, 1.0, cfg.min_p), (1.0, 0, 1.0, 0.3),
+                                             (gen.temperature, gen.top_k, gen.top_p, gen.min_p),
+                                             (1.5, 0, 0.9, 0.2)):
+        warpers = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
+        warpers += [TopKLogitsWarper(top_k)] if top_k else []
+        warpers += [TopPLogitsWarper(top_p)] if top_p < 1 else []
+        warpers += [MinPLogitsWarper(min_p)]
+        for row in rows:
+            theirs = row[None]
+            for warper in warpers:
+                theirs = warper(None, theirs)
+            values, ids = _candidates(row[None], none, temperature, top_k, top_p, min_p, 1.0)
+            ours = set(ids[torch.isfinite(values)].tolist())
+            assert ours == set(torch.isfinite(theirs[0]).nonzero()[:, 0].tolist())
+            assert 1 <= len(ours) < 512, (temperature, top_k, top_p, min_p)
 
 
 def test_a_tensor_gpt2_has_no_place_for_is_refused():

@@ -1,4 +1,5 @@
 """`tinylm pipeline`: the chapters executed headless are the training pipeline."""
+import argparse
 import json
 import os
 import re
@@ -195,11 +196,22 @@ def test_samples_stay_in_their_language_and_in_words(quick_run):
     assert result["samples_total"] == 12
     assert result["in_language"] >= 10, [(s["lang"], s["detected"], s["text"][:60]) for s in result["samples"]]
     assert result["known_word_share"] >= 0.6
-    assert 0 < result["distinct_word_share"] <= 1 and result["temperature"] == 0.8  # the run's own
+    assert 0 < result["distinct_word_share"] <= 1
+    assert (result["temperature"], result["min_p"]) == (0.8, 0.05)  # the run's own
     assert result["open_in_capitals"] <= 1
     assert 0 <= result["repeated_4grams_mean"] <= result["repeated_4grams_max"] <= 1
     # a sampler setting given replaces the run's, the others stay the run's
-    other = bench.census(run_dir, per_language=2, top_p=0.5, repetition_penalty=1.0)
-    assert (other["top_p"], other["repetition_penalty"], other["temperature"]) == (0.5, 1.0, 0.8)
+    other = bench.census(run_dir, per_language=2, top_p=0.5, min_p=0.0, repetition_penalty=1.0)
+    assert (other["top_p"], other["min_p"], other["repetition_penalty"], other["temperature"]) \
+        == (0.5, 0.0, 1.0, 0.8)
     first = [r["samples"][0] for r in (result, other)]  # English, no prompt, seed 0
     assert first[0]["seed"] == first[1]["seed"] and first[0]["text"] != first[1]["text"]
+    # --grid: each setting on every run given, with the runs' totals
+    row = bench.grid_census([run_dir, run_dir], 1, bench.sampler_setting("temperature=0.9,min_p=0"))
+    assert row["sampling"] == {"temperature": 0.9, "min_p": 0.0}
+    assert [(r["temperature"], r["min_p"], r["top_p"]) for r in row["runs"]] == [(0.9, 0.0, 0.95)] * 2
+    assert row["samples_total"] == 4 and "samples" not in row["runs"][0]
+    assert row["mean_known_word_share"] == row["runs"][0]["known_word_share"]  # the same run twice
+    for wrong in ("top_k=5", "temperature:0.9", "min_p=low"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bench.sampler_setting(wrong)

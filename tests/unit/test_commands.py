@@ -83,8 +83,8 @@ def test_the_library_defaults_are_the_settings_defaults():
     names = {"max_new_tokens": "sample_new_tokens"}
     for fn in (generate.generate, generate.generate_ids):
         params = inspect.signature(fn).parameters
-        for name in ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
-                     "seed"):
+        for name in ("max_new_tokens", "temperature", "top_k", "top_p", "min_p",
+                     "repetition_penalty", "seed"):
             assert params[name].default == getattr(cfg, names.get(name, name)), (fn, name)
     params = inspect.signature(budget.measure_inference).parameters
     assert params["prompt_tokens"].default == cfg.budget_prompt_tokens

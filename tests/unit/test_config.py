@@ -15,7 +15,7 @@ from tinylm.tokenizer import train_tokenizer
 # The spec: which settings may change on resume, which leave training alone, which make the
 # corpus, and which have no numeric range. Changing these changes fingerprints and resume rules.
 RESUMABLE = {"name", "epochs", "checkpoint_every", "threads", "nproc", "compile", "device",
-             "sample_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
+             "sample_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
              "max_repeated_4grams", "budget_rss_mb", "budget_p95_ms", "budget_prompt_tokens",
              "budget_new_tokens", "max_download_mb"}
 NOT_TRAINING_SPEC = RESUMABLE - {"epochs"}  # epochs changes the model, yet a run may train longer

@@ -109,21 +109,59 @@ def test_generation_is_seeded_and_stops_at_stop_token():
 def test_sampling_filters():
     logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
     none = torch.tensor([], dtype=torch.long)
-    values, ids = _candidates(logits, none, 1.0, 2, 1.0, 1.0)  # top-k keeps the two best
+    values, ids = _candidates(logits, none, 1.0, 2, 1.0, 0.0, 1.0)  # top-k keeps the two best
     assert ids.tolist() == [[0, 1]] and values.tolist() == [[4.0, 3.0]]
-    values, ids = _candidates(logits, none, 1.0, 0, 0.5, 1.0)  # top-p: 0.64 of the mass is token 0
+    values, ids = _candidates(logits, none, 1.0, 0, 0.5, 0.0, 1.0)  # top-p: 0.64 of the mass is token 0
     assert ids[0, 0] == 0 and torch.isfinite(values[0, 0]) and torch.isinf(values[0, 1:]).all()
-    values, ids = _candidates(logits, torch.tensor([0]), 1.0, 0, 1.0, 8.0)  # penalty on token 0
+    values, ids = _candidates(logits, torch.tensor([0]), 1.0, 0, 1.0, 0.0, 8.0)  # penalty on token 0
     assert ids.tolist() == [[1, 2, 3, 0, 4]] and values[0, 3] == 0.5
-    values, _ = _candidates(logits, none, 0.5, 0, 1.0, 1.0)  # temperature sharpens
+    values, _ = _candidates(logits, none, 0.5, 0, 1.0, 0.0, 1.0)  # temperature sharpens
     assert values[0, 0] == 8.0
+
+
+def kept(values: torch.Tensor, ids: torch.Tensor) -> set[int]:
+    """The token ids that ``_candidates`` leaves a chance."""
+    return set(ids[torch.isfinite(values)].tolist())
+
+
+def test_min_p_keeps_the_tokens_at_least_min_p_times_as_likely_as_the_best():
+    # probabilities in the ratios 1, 1/2, 1/4, 1/8, 1/16 of the likeliest (token 2)
+    logits = torch.tensor([[1.0, 8.0, 16.0, 4.0, 2.0]]).log()
+    none = torch.tensor([], dtype=torch.long)
+    assert kept(*_candidates(logits, none, 1.0, 0, 1.0, 0.2, 1.0)) == {2, 1, 3}  # 1/4 and up
+    assert kept(*_candidates(logits, none, 1.0, 0, 1.0, 0.1, 1.0)) == {2, 1, 3, 4}
+    assert kept(*_candidates(logits, none, 1.0, 0, 1.0, 0.0, 1.0)) == {0, 1, 2, 3, 4}  # off
+    assert kept(*_candidates(logits, none, 1.0, 0, 1.0, 0.9, 1.0)) == {2}
+    # after temperature: at 0.5 the ratios are squared, 1, 1/4, 1/16, ...
+    assert kept(*_candidates(logits, none, 0.5, 0, 1.0, 0.2, 1.0)) == {2, 1}
+    # after top-k and top-p, which it cannot undo: the ratios to the best stay as they were
+    assert kept(*_candidates(logits, none, 1.0, 2, 1.0, 0.1, 1.0)) == {2, 1}
+    assert kept(*_candidates(logits, none, 1.0, 0, 0.5, 0.1, 1.0)) == {2}
+    # min_p=1 keeps the likeliest token, and every token tied with it
+    assert kept(*_candidates(logits, none, 1.0, 0, 1.0, 1.0, 1.0)) == {2}
+    tied = torch.tensor([[3.0, 1.0, 3.0, 0.0]])
+    assert kept(*_candidates(tied, none, 1.5, 0, 1.0, 1.0, 1.0)) == {0, 2}
+
+
+def test_min_p_samples_only_the_tokens_it_keeps():
+    """generate_ids draws from what _candidates keeps: with every step's logits fixed, min-p
+    leaves three tokens, and sampling without it draws from the whole vocabulary."""
+    model = make_model(2)
+    row = torch.zeros(CFG.vocab_size)
+    row[[5, 9, 17]] = torch.tensor([3.0, 2.5, 2.0])  # the rest: e^-3 = 0.05 of the best each
+    hook = model.register_forward_hook(
+        lambda module, args, out: (row.expand(*out[0].shape[:2], -1), out[1]))
+    common = dict(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=3)
+    assert set(generate_ids(model, [1, 2, 3], 100, min_p=0.2, **common)) == {5, 9, 17}
+    assert len(set(generate_ids(model, [1, 2, 3], 100, min_p=0.0, **common)) - {5, 9, 17}) > 10
+    hook.remove()
 
 
 def test_top_p_zero_keeps_the_likeliest_token_as_transformers_does():
     """top_p=0 is in range, and transformers (an exported model) keeps the likeliest token
     alone for it: sampling at any temperature gives the greedy tokens, as it does there."""
     logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
-    values, ids = _candidates(logits, torch.tensor([], dtype=torch.long), 1.0, 0, 0.0, 1.0)
+    values, ids = _candidates(logits, torch.tensor([], dtype=torch.long), 1.0, 0, 0.0, 0.0, 1.0)
     assert ids[0, 0] == 0 and torch.isfinite(values[0, 0]) and torch.isinf(values[0, 1:]).all()
     model = make_model(2)
     greedy = generate_ids(model, [1, 2, 3], 30, temperature=0.0)
