@@ -308,7 +308,8 @@ class Config:
                                   "compile time at the start; falls back to the plain model if "
                                   "compiling fails"))
     threads: int = setting(0, "torch threads per process; 0 means one per physical core, shared "
-                           "among the processes", 0, 1024, stage=None,
+                           "among the processes (one process: OMP_NUM_THREADS, where set)", 0,
+                           1024, stage=None,
                            tune=("other programs share the CPU, or steps are slow",
                                  "at most the physical cores; fewer on a busy machine",
                                  "none on the result"))

@@ -220,6 +220,20 @@ def _environment(name: str, value: str):
             os.environ[name] = before
 
 
+@contextmanager
+def _cores_shared(workers: int):
+    """For the chapters started inside: ``OMP_NUM_THREADS``, and with it their ``threads = 0``
+    (``runtime.default_threads``), set to their share of the physical cores. Two chapters
+    with a thread per core each would put twice as many threads as cores to work, and every
+    parallel operation would wait for a thread the other chapter holds. A value the user set
+    is kept."""
+    if "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    with _environment("OMP_NUM_THREADS", str(max(1, physical_cores() // workers))):
+        yield
+
+
 def check_parameters(notebook: Path, names: tuple[str, ...] = PARAMETERS) -> None:
     """Refuse to inject a name that the chapter's parameters cell does not declare."""
     import papermill
@@ -305,8 +319,11 @@ def run_pipeline(cfg: Config, run_dir: Path, chapters: list[str] | None = None,
                 if len(together) > 1 and workers > 1:
                     after = [nb for nb in pending if nb not in together][:1]
                     # the next chapter's kernel starts once a core has no chapter left to run
-                    timings |= _execute_together(together, execute, workers, progress, ahead.wait,
-                                                 (lambda: ahead.start_soon(after[0])) if after else None)
+                    # (with the environment of the chapters that run alone: KernelsAhead's)
+                    with _cores_shared(workers):
+                        timings |= _execute_together(
+                            together, execute, workers, progress, ahead.wait,
+                            (lambda: ahead.start_soon(after[0])) if after else None)
                 else:
                     together = pending[:1]
                     km = ahead.take(together[0])
@@ -405,6 +422,7 @@ class KernelsAhead:
         from jupyter_core.utils import ensure_event_loop
 
         self.sockets = sockets
+        self.env = dict(os.environ)  # not what the chapters running together are given
         try:
             asyncio.get_running_loop()
             self.loop = None
@@ -451,7 +469,8 @@ class KernelsAhead:
 
         km = AsyncKernelManager(kernel_name="python3", config=_kernel_config(sockets))
         # as nbclient starts a kernel: in the chapters' folder, no history file
-        await km.start_kernel(cwd=str(BOOK_DIR), extra_arguments=["--HistoryManager.hist_file=:memory:"])
+        await km.start_kernel(cwd=str(BOOK_DIR), env=self.env,
+                              extra_arguments=["--HistoryManager.hist_file=:memory:"])
         kc = km.client()
         kc.start_channels()
         try:

@@ -128,14 +128,22 @@ def physical_cores() -> int:
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
+def default_threads() -> int:
+    """What ``threads = 0`` means: ``OMP_NUM_THREADS`` where it is set (PyTorch reads it too,
+    and the pipeline sets it for chapters that share the cores), else one per physical core
+    (hyperthreads only add contention)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else physical_cores()
+
+
 def set_threads(n: int = 0) -> int:
-    """Use ``n`` torch threads (0 = one per physical core: hyperthreads only add contention).
+    """Use ``n`` torch threads (0: ``default_threads()``).
 
     Process-wide, like every setting below: call it from an entry point.
     """
     import torch
 
-    n = n if n > 0 else physical_cores()
+    n = n if n > 0 else default_threads()
     torch.set_num_threads(n)
     return n
 

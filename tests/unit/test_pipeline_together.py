@@ -103,39 +103,50 @@ def test_a_chapter_started_ahead_finds_the_slow_modules_loaded_and_its_namespace
     """The chapters that run one at a time start their kernels while the chapter before runs
     (``KernelsAhead``). A kernel started so differs from papermill's own only in what it has
     imported: the chapter's names are the same, and the kernel is gone once the pipeline
-    ends."""
+    ends. A chapter that runs beside others gets its share of the cores as threads
+    (``_cores_shared``); a kernel started ahead meanwhile, for a chapter that will run
+    alone, does not."""
     import nbformat
     import psutil
 
     from tinylm import pipeline
+    from tinylm.runtime import physical_cores
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     book = tmp_path / "book"
     book.mkdir()
     monkeypatch.setattr(pipeline, "BOOK_DIR", book)
     probe = _tiny_chapter(book, "probe", (
         "import json, os, sys\n"
         f"print(json.dumps([os.getpid(), [m for m in {pipeline.WARM_IMPORTS!r} if m in sys.modules],"
-        " sorted(n for n in dir() if not n.startswith('_'))]))"))
+        " sorted(n for n in dir() if not n.startswith('_')), os.environ.get('OMP_NUM_THREADS')]))"))
 
     def run(km=None) -> list:
         out = tmp_path / "out.ipynb"
         pipeline.execute_notebook(probe, out, {"run_dir": "x"}, tmp_path / "k", log=False, km=km)
         return json.loads(nbformat.read(out, as_version=4).cells[-1].outputs[0]["text"])
 
-    _, loaded, names = run()  # papermill's own kernel
-    assert loaded == []
+    with pipeline._cores_shared(2):  # papermill's own kernel, as for chapters run together
+        _, loaded, names, threads = run()
+    assert loaded == [] and threads == str(max(1, physical_cores() // 2))
+    assert "OMP_NUM_THREADS" not in os.environ  # restored
     with pipeline.KernelsAhead(tmp_path) as ahead:
-        ahead.start(probe)
-        km = ahead.take(probe)
+        with pipeline._cores_shared(2):
+            ahead.start(probe)
+            km = ahead.take(probe)
         assert km is not None and ahead.take(probe) is None  # taken once
         pid = km.provisioner.pid
-        got_pid, got_loaded, got_names = run(km)
+        got_pid, got_loaded, got_names, got_threads = run(km)
         deadline = time.monotonic() + 30  # asked to shut down when its chapter ended: it exits
         while ahead.loop.run_until_complete(km.is_alive()) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not ahead.loop.run_until_complete(km.is_alive())
     assert got_pid == pid and got_loaded == list(pipeline.WARM_IMPORTS) and got_names == names
+    assert got_threads is None
     assert not psutil.pid_exists(pid)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stays
+    with pipeline._cores_shared(2):
+        assert os.environ["OMP_NUM_THREADS"] == "3"
 
 
 def test_a_kernel_started_ahead_of_a_chapter_that_never_runs_is_shut_down(tmp_path, monkeypatch):

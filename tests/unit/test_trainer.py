@@ -178,6 +178,18 @@ def test_setup_process_makes_them(tmp_path):
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [1, 1, "PASSIVE", 0.0]
 
 
+@pytest.mark.parametrize("omp", [None, "3", "0", "many"])
+def test_threads_zero_means_omp_num_threads_where_set_else_the_physical_cores(monkeypatch, omp):
+    """As PyTorch reads it: the pipeline sets it for chapters that share the cores."""
+    from tinylm.runtime import default_threads, physical_cores
+
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert default_threads() == (3 if omp == "3" else physical_cores())
+
+
 def test_the_library_never_asks(tmp_path, monkeypatch):
     """Undecided resume with checkpoints present is refused, even on a terminal: asking is
     the command line's job."""
