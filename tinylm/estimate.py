@@ -30,7 +30,7 @@ TARGET_SECONDS = 600.0
 #: reference run's pipeline.json less training, evaluation and these stages. Training
 #: dominates any run worth estimating, and it is measured.
 STAGES_SECONDS = 15.0
-CHAPTERS_SECONDS = 105.0
+CHAPTERS_SECONDS = 55.0
 #: An evaluation step per token: the forward pass, one of the three matmul passes of training.
 EVAL_COST = 1 / 3
 #: Training expected to be shorter than this is not worth a longer measurement.

@@ -10,8 +10,11 @@ pipeline). Reports each chapter's seconds and the command's, and the ratio of th
     python benchmarks/throughput/pipeline_chapters.py runs/default --baseline 0c2b0f3 --laptop \\
         --rounds 2 --json benchmarks/throughput/pipeline_chapters.json
 
-The run must count as trained for both codes (the same model code), or the command would
-train it. ``--laptop`` keeps PyTorch's kernels to AVX2 (``benchmarks/tools/laptop.py``).
+The run must count as trained for both codes, or the command would train it. A change to a
+module that training's fingerprint covers (``stages.STAGE_CODE``) makes the baseline's code
+see the run as untrained even when the model is the same: then ``--baseline-run`` names a run
+the baseline's code trained (``PYTHONPATH=<worktree> tinylm train ...``). ``--laptop``
+keeps PyTorch's kernels to AVX2 (``benchmarks/tools/laptop.py``).
 """
 from __future__ import annotations
 
@@ -53,18 +56,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="a trained run directory (e.g. runs/default)")
     p.add_argument("--baseline", required=True, help="the git commit to compare with")
+    p.add_argument("--baseline-run", type=Path, default=None,
+                   help="a run the baseline's code trained (default: RUN)")
     p.add_argument("--rounds", type=int, default=2, help="pairs of runs, alternating the order")
     p.add_argument("--laptop", action="store_true", help="AVX2 kernels only")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "pipeline-chapters")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
-    if not (a.run / "checkpoints" / "final.pt").is_file():
-        raise SystemExit(f"{a.run} holds no trained model (checkpoints/final.pt)")
+    trained = {"new": a.run, "baseline": a.baseline_run or a.run}
+    for run in trained.values():
+        if not (run / "checkpoints" / "final.pt").is_file():
+            raise SystemExit(f"{run} holds no trained model (checkpoints/final.pt)")
     a.work.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[dict]] = {"baseline": [], "new": []}
     with baseline.worktree(a.baseline, a.work / "baseline-code") as (base, commit):
         for r, name in baseline.alternate(a.rounds):
-            row = pipeline(base if name == "baseline" else ROOT, a.run.resolve(),
+            row = pipeline(base if name == "baseline" else ROOT, trained[name].resolve(),
                            a.work / name, a.laptop)
             runs[name].append(row)
             slowest = sorted(row["chapters"].items(), key=lambda kv: -kv[1])[:3]
@@ -81,7 +88,8 @@ def main() -> None:
         print(f"  {chapter:20} {seconds:5.1f} s -> {median['new']['chapters'][chapter]:5.1f} s")
     if a.json:
         a.json.write_text(json.dumps({
-            "baseline_commit": commit, "run": str(a.run), "laptop": a.laptop, "cpu": baseline.cpu_name(),
+            "baseline_commit": commit, "run": str(a.run),
+            "baseline_run": str(trained["baseline"]), "laptop": a.laptop, "cpu": baseline.cpu_name(),
             "cores": os.cpu_count(), "kernels": laptop.check(), "runs": runs, "median": median,
             "time_ratio": ratio}, indent=2) + "\n")
 
