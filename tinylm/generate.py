@@ -24,12 +24,11 @@ def _candidates(logits: torch.Tensor, generated: torch.Tensor, temperature: floa
     (at least the best token: ``top_p=0`` keeps it alone, as transformers does), then those
     at least ``min_p`` times as likely as the best (min-p: 0 keeps them all, and it never
     drops the best nor a token tied with it). Unlike a count or a mass, min-p's cut follows
-    the model's confidence: a sure step keeps few tokens, an unsure one many, so it drops
-    the unlikely tail, where invented words come from, at a smaller cost in variety than a
-    lower temperature or top-p. The ratio of two probabilities does not depend on which
-    tokens the softmax covers, so min-p drops the same tokens after top-k and top-p as from
-    the whole vocabulary, as transformers' ``MinPLogitsWarper`` does after its own top-k and
-    top-p (an exported model samples alike).
+    the model's confidence: a sure step keeps few tokens, an unsure one many, and the
+    unlikely tail it drops is where invented words start. The ratio of two probabilities
+    does not depend on which tokens the softmax covers, so min-p drops the same tokens after
+    top-k and top-p as from the whole vocabulary, as transformers' ``MinPLogitsWarper`` does
+    after its own top-k and top-p (an exported model samples alike).
     Working on the top-k candidates only keeps the cost of a step nearly independent of
     the vocabulary size: no sort of every logit for every token.
     """
